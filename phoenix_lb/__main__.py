@@ -1,0 +1,3 @@
+from phoenix_lb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""least_conn: fewest in-flight requests relative to weight (nginx ``least_conn``).
+
+A peer beats another when ``in_flight / weight`` is lower, compared by cross
+multiplication as nginx does.  Peers tied at the minimum are chosen between
+by smooth weighted round robin, so an idle upstream still spreads requests
+by weight instead of always taking the first server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from phoenix_lb.balancing.base import Peer, SmoothWeighted
+
+
+class LeastConn:
+    """Least in-flight requests per weight, ties by smooth weighted round robin."""
+
+    __slots__ = ("_peers", "_wrr")
+
+    def __init__(self, peers: Sequence[Peer]) -> None:
+        self._peers = list(peers)
+        self._wrr = SmoothWeighted(self._peers)
+
+    def pick(self, now: float, tried: int) -> Peer | None:
+        best: Peer | None = None
+        best_i = 0
+        ties: list[int] | None = None
+        i = -1
+        for peer in self._peers:
+            i += 1
+            # Availability inlined (Server.is_available): this runs per request.
+            if (tried and (tried >> i) & 1) or not peer.accepting or now <= peer.passive.rest_until:
+                continue
+            if best is None:
+                best = peer
+                best_i = i
+                continue
+            lhs = peer.in_flight * best.weight
+            rhs = best.in_flight * peer.weight
+            if lhs < rhs:
+                best = peer
+                best_i = i
+                ties = None
+            elif lhs == rhs:
+                if ties is None:
+                    ties = [best_i]
+                ties.append(i)
+        if ties is None:
+            return best
+        return self._peers[self._wrr.choose(ties)]
+
+    def on_failure(self, peer: Peer) -> None:
+        self._wrr.on_failure(peer)

@@ -1,0 +1,1 @@
+"""Configuration: schema (pydantic), YAML loader with key-path errors, generated docs."""

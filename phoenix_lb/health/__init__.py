@@ -1,0 +1,1 @@
+"""Server health: passive failure accounting now; active checks plug in here."""

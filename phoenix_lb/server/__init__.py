@@ -1,0 +1,1 @@
+"""Listeners, the downstream HTTP/1 protocol and per-request orchestration."""

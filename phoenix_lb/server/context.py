@@ -1,0 +1,62 @@
+"""Per-listener settings and shared objects, flattened for the hot path.
+
+Connections read plain attributes from here instead of walking the config
+models on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from phoenix_lb.accesslog import AccessLog
+from phoenix_lb.clock import HttpClock
+from phoenix_lb.server.router import Router
+
+if TYPE_CHECKING:
+    from phoenix_lb.config.schema import LimitsConfig, TimeoutsConfig
+    from phoenix_lb.server.h1 import H1Connection
+    from phoenix_lb.upstream.group import UpstreamGroup
+
+
+class ListenerContext:
+    """Everything a downstream connection of one listener needs."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        loop: asyncio.AbstractEventLoop,
+        router: Router[UpstreamGroup],
+        timeouts: TimeoutsConfig,
+        limits: LimitsConfig,
+        clock: HttpClock,
+        access_log: AccessLog | None,
+        scheme: bytes = b"http",
+        server_name: str | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.name = name
+        self.loop = loop
+        self.router = router
+        self.scheme = scheme
+        self.server_name = server_name.encode() if server_name else None
+        self.clock = clock
+        self.access_log = access_log
+        self.logger = logger or logging.getLogger("phoenix_lb")
+        self.client_header_timeout = timeouts.client_header
+        self.client_body_timeout = timeouts.client_body
+        self.client_send_timeout = timeouts.client_send
+        self.keepalive_timeout = timeouts.keepalive
+        self.connect_timeout = timeouts.connect
+        self.send_timeout = timeouts.send
+        self.read_timeout = timeouts.read
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.max_body = limits.max_body
+        #: open client connections, for graceful shutdown
+        self.connections: set[H1Connection] = set()
+        #: counters since start
+        self.accepted = 0
+        self.requests = 0

@@ -1,0 +1,614 @@
+"""One proxied request: choose a server, lend a connection, stream both ways, retry.
+
+An ``Exchange`` is created by the downstream connection when a request head
+is complete and is driven by callbacks from both sides; it never awaits
+except while opening a new upstream connection.
+
+Attempts and retries (nginx ``proxy_next_upstream error timeout``):
+
+* connect refused or timed out: nothing reached the server, so the request
+  goes to the next server whatever its method; the failure counts against
+  the server (``max_fails``);
+* a *reused* keep-alive connection that dies before any response byte was
+  most likely closed by the server while idle: an idempotent request is sent
+  again on a fresh connection to the same server, without counting a failure;
+* a fresh connection reset before any response byte: the server failed; an
+  idempotent request goes to the next server;
+* never re-send a non-idempotent request whose bytes may have reached a
+  server, and never a request whose body we no longer hold (bodies are kept
+  for replay only up to ``REPLAY_LIMIT``);
+* each server is tried at most once per request; when all were tried the
+  client gets 502 (or 504 when the last attempt timed out);
+* no response within ``read`` timeout: 504, no retry (a slow request sent
+  elsewhere would run twice).
+
+Once the response head went to the client nothing can be retried: a broken
+upstream then breaks the client connection, so the client sees a truncated
+response rather than a wrong one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Final
+
+from phoenix_lb.http.errors import CONTINUE, error_response
+from phoenix_lb.http.request import RequestHead, build_upstream_head
+from phoenix_lb.http.response import (
+    BODY_CHUNKED,
+    BODY_NONE,
+    BODY_UNTIL_CLOSE,
+    ResponseHead,
+    body_mode,
+    build_client_head,
+)
+
+if TYPE_CHECKING:
+    from phoenix_lb.server.h1 import H1Connection
+    from phoenix_lb.upstream.connection import UpstreamConnection
+    from phoenix_lb.upstream.group import UpstreamGroup
+    from phoenix_lb.upstream.server import Server
+
+# Request bodies up to this size are kept so an idempotent request can be
+# sent again after a reset; larger ones stream without a copy.
+REPLAY_LIMIT: Final = 64 * 1024
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+_CRLF: Final = b"\r\n"
+_RETRY_AFTER: Final = b"Retry-After: 1\r\n"
+
+# Reasons an attempt failed, for logs.
+_CONNECT_ERROR, _CONNECT_TIMEOUT, _RESET, _TIMEOUT, _INVALID = (
+    "connect error",
+    "connect timeout",
+    "connection reset before response",
+    "read timeout",
+    "invalid response",
+)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class Exchange:
+    """A request in flight from a client through an upstream server and back."""
+
+    __slots__ = (
+        "body_done",
+        "body_received",
+        "body_written",
+        "bytes_out",
+        "down",
+        "finished",
+        "group",
+        "head",
+        "keep_alive",
+        "last_error",
+        "mode",
+        "out",
+        "pending",
+        "replay",
+        "replay_size",
+        "response_started",
+        "reused",
+        "sent_continue",
+        "server",
+        "started_at",
+        "status",
+        "tried",
+        "up",
+        "upstream_addr",
+        "upstream_head",
+        "upstream_started_at",
+        "upstream_time",
+    )
+
+    def __init__(
+        self,
+        down: H1Connection,
+        head: RequestHead,
+        group: UpstreamGroup,
+    ) -> None:
+        self.down = down
+        self.head = head
+        self.group = group
+        self.server: Server | None = None
+        self.up: UpstreamConnection | None = None
+        self.reused = False
+        self.tried = 0
+        self.upstream_head = b""
+        self.pending: list[bytes] = []
+        self.replay: list[bytes] | None = [] if head.idempotent else None
+        self.replay_size = 0
+        self.body_received = 0
+        self.body_written = 0
+        self.body_done = not head.has_body
+        self.sent_continue = False
+        self.response_started = False
+        self.finished = False
+        self.keep_alive = head.keep_alive
+        self.mode = BODY_NONE
+        #: bytes for the client produced by the current upstream read
+        self.out: list[bytes] = []
+        self.status = 0
+        self.bytes_out = 0
+        self.last_error = ""
+        self.started_at = 0.0
+        self.upstream_started_at = 0.0
+        self.upstream_time = -1.0
+        self.upstream_addr = ""
+
+    # -- driven by the downstream connection ------------------------------------
+
+    def start(self) -> None:
+        """Begin the first attempt (called when this request's turn comes)."""
+        now = self.started_at = self.down.loop.time()
+        self._try_next(now)
+
+    def on_body(self, data: bytes) -> None:
+        """A piece of request body arrived from the client."""
+        self.body_received += len(data)
+        if self.finished:
+            return
+        max_body = self.down.ctx.max_body
+        if max_body and self.body_received > max_body:
+            # Only chunked bodies get here: a Content-Length over the limit
+            # was refused before the exchange started.
+            self._fail(413, _INVALID)
+            return
+        replay = self.replay
+        if replay is not None:
+            self.replay_size += len(data)
+            if self.replay_size <= REPLAY_LIMIT:
+                replay.append(data)
+            else:
+                self.replay = None
+        up = self.up
+        if up is None:
+            self.pending.append(data)
+            self.down.pause_reading(_WAIT_UPSTREAM)
+            return
+        up.write(_chunk(data) if self.head.chunked else data)
+        self.body_written += len(data)
+
+    def on_body_end(self) -> None:
+        """The request body is complete."""
+        self.body_done = True
+        if self.finished:
+            return
+        up = self.up
+        if up is not None:
+            if self.head.chunked:
+                up.write(_LAST_CHUNK)
+            up.request_sent()
+
+    def on_client_lost(self) -> None:
+        """The client went away: abandon the upstream side."""
+        if self.finished:
+            return
+        self.finished = True
+        up = self.up
+        if up is not None:
+            # abort, not close: an unfinished body must not look complete.
+            self.up = None
+            up.abort()
+        self._release_server()
+        self.status = self.status or 499
+        self._log()
+
+    def on_client_timeout(self) -> None:
+        """The client stopped sending its body."""
+        if not self.finished:
+            self._fail(408, "client body timeout")
+
+    def on_client_error(self, status: int) -> None:
+        """The rest of the request is invalid (a broken chunked body)."""
+        self._fail(status, "invalid request body")
+
+    def on_client_writable(self, writable: bool) -> None:
+        """The client's write buffer crossed its high/low water mark."""
+        up = self.up
+        if up is not None and up.transport is not None:
+            if writable:
+                up.transport.resume_reading()
+            else:
+                up.transport.pause_reading()
+
+    # -- attempts ----------------------------------------------------------------
+
+    def _try_next(self, now: float) -> None:
+        server = self.group.pick(now, self.tried)
+        if server is None:
+            if self.tried == 0:
+                self.down.ctx.logger.warning(
+                    "upstream %s: no server available, answering 503", self.group.name
+                )
+                self._fail(503, "no live upstreams")
+            else:
+                self._fail(504 if self.last_error in (_TIMEOUT, _CONNECT_TIMEOUT) else 502, "")
+            return
+        self.tried |= 1 << server.index
+        self.server = server
+        server.in_flight += 1
+        server.requests += 1
+        passive = server.passive
+        if passive.fails:
+            passive.on_selected(now)
+        conn = server.pool.acquire(now)
+        if conn is not None:
+            self._attach(conn, True, now)
+        else:
+            self._connect(server)
+
+    def _connect(self, server: Server) -> None:
+        if not self.body_done:
+            self.down.pause_reading(_WAIT_UPSTREAM)
+        self.down.loop.create_task(self._open(server))
+
+    async def _open(self, server: Server) -> None:
+        pool = server.pool
+        try:
+            conn = await pool.open(self.down.ctx.connect_timeout)
+        except TimeoutError:
+            self._attempt_failed(server, _CONNECT_TIMEOUT, resend_ok=True)
+            return
+        except OSError as exc:
+            self._attempt_failed(
+                server, f"{_CONNECT_ERROR} ({exc.strerror or exc})", resend_ok=True
+            )
+            return
+        now = self.down.loop.time()
+        if self.finished or self.server is not server:
+            # The client left while we were connecting: keep the connection.
+            pool.release(conn, now)
+            return
+        self._attach(conn, False, now)
+
+    def _attach(self, conn: UpstreamConnection, reused: bool, now: float) -> None:
+        down = self.down
+        self.up = conn
+        self.reused = reused
+        self.upstream_started_at = now
+        head = self.head
+        data = self.upstream_head
+        if not data:
+            data = self.upstream_head = build_upstream_head(
+                head, down.client_ip, down.ctx.scheme, down.default_host(self.group)
+            )
+        pending = self.pending
+        if pending:
+            self.pending = []
+            self.body_written += sum(len(p) for p in pending)
+            if head.chunked:
+                data += b"".join([_chunk(p) for p in pending])
+            else:
+                data += b"".join(pending)
+        body_done = self.body_done
+        if head.chunked and body_done:
+            data += _LAST_CHUNK
+        conn.start(self, data, head.method == b"HEAD", body_done, now)
+        if down.write_paused:
+            conn.transport.pause_reading()  # type: ignore[union-attr]
+        if not body_done:
+            if head.expect_continue and not self.sent_continue and not self.body_received:
+                self.sent_continue = True
+                down.write(CONTINUE)
+            down.resume_reading(_WAIT_UPSTREAM)
+
+    def _attempt_failed(self, server: Server, reason: str, *, resend_ok: bool) -> None:
+        """An attempt on ``server`` failed before any response byte."""
+        if self.finished:
+            return
+        self.last_error = reason
+        down = self.down
+        now = down.loop.time()
+        if self.group.on_failure(server, now):
+            down.ctx.logger.warning(
+                "upstream %s: server %s out for %gs after %d failures (last: %s)",
+                self.group.name,
+                server.address,
+                server.passive.fail_timeout,
+                server.passive.fails,
+                reason,
+            )
+        else:
+            down.ctx.logger.info(
+                "upstream %s: server %s failed: %s", self.group.name, server.address, reason
+            )
+        self._release_server()
+        if resend_ok and self._can_resend():
+            self._try_next(now)
+        else:
+            self._fail(504 if reason in (_TIMEOUT, _CONNECT_TIMEOUT) else 502, "")
+
+    def _can_resend(self) -> bool:
+        """Can the whole request (head and body so far) be sent again?"""
+        if self.body_written == 0:
+            return True
+        if self.replay is None:
+            return False
+        # Everything written so far is in the replay buffer: queue it again.
+        self.pending = list(self.replay) + self.pending
+        self.body_written = 0
+        return True
+
+    def _release_server(self) -> None:
+        server = self.server
+        if server is not None:
+            self.server = None
+            server.in_flight -= 1
+            self.upstream_addr = server.address
+
+    # -- driven by the upstream connection (ResponseSink) ------------------------
+
+    def on_upstream_head(self, response: ResponseHead) -> None:
+        down = self.down
+        self.upstream_time = down.loop.time() - self.upstream_started_at
+        head = self.head
+        mode = self.mode = body_mode(response, head.method, head.version)
+        self.status = response.status
+        keep_alive = self.keep_alive and mode != BODY_UNTIL_CLOSE and not down.close_after
+        self.keep_alive = keep_alive
+        self.response_started = True
+        # Corked: written with the body bytes of the same read (flush()), so
+        # a small response costs the client one send, not two.
+        self.out.append(
+            build_client_head(response, mode, keep_alive, head.version, down.ctx.clock.date_line)
+        )
+
+    def on_upstream_body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self.mode == BODY_CHUNKED:
+            self.out += (b"%x\r\n" % len(data), data, _CRLF)
+        else:
+            self.out.append(data)
+
+    def flush(self) -> None:
+        """Send what the last upstream read produced for the client."""
+        out = self.out
+        if out:
+            self.out = []
+            self.down.write_many(out)
+
+    def on_upstream_done(self, reusable: bool) -> None:
+        conn = self.up
+        self.up = None
+        down = self.down
+        out = self.out
+        if self.mode == BODY_CHUNKED:
+            out.append(_LAST_CHUNK)
+        if out:
+            self.out = []
+            down.write_many(out)
+        server = self.server
+        if server is not None:
+            self.server = None
+            server.in_flight -= 1
+            self.upstream_addr = server.address
+            if conn is not None:
+                if reusable and self.body_done:
+                    server.pool.release(conn, down.loop.time())
+                else:
+                    conn.close()
+            passive = server.passive
+            if passive.fails:
+                passive.on_success()
+        self.finished = True
+        if down.ctx.access_log is not None:
+            down.ctx.access_log.log(self)
+        down.exchange_done(self, self.keep_alive and self.body_done)
+
+    def on_upstream_lost(self, got_response_bytes: bool) -> None:
+        self.up = None
+        server = self.server
+        if server is None or self.finished:
+            return
+        if self.response_started:
+            self.down.ctx.logger.warning(
+                "upstream %s: server %s closed the connection mid-response",
+                self.group.name,
+                server.address,
+            )
+            self.group.on_failure(server, self.down.loop.time())
+            self._release_server()
+            self._abort_client()
+            return
+        if got_response_bytes:
+            self._attempt_failed(server, _INVALID, resend_ok=False)
+            return
+        idempotent = self.head.idempotent
+        if self.reused and idempotent and self._can_resend():
+            # Most likely the server closed this idle keep-alive connection
+            # as we sent: not the server's fault, try a fresh connection.
+            self.down.ctx.logger.debug(
+                "upstream %s: reused connection to %s closed, retrying on a new one",
+                self.group.name,
+                server.address,
+            )
+            self.reused = False
+            self._connect(server)
+            return
+        self._attempt_failed(server, _RESET, resend_ok=idempotent)
+
+    def on_upstream_invalid(self, reason: str) -> None:
+        self.up = None
+        server = self.server
+        if server is None or self.finished:
+            return
+        self.down.ctx.logger.warning(
+            "upstream %s: server %s: %s", self.group.name, server.address, reason
+        )
+        if self.response_started:
+            self.group.on_failure(server, self.down.loop.time())
+            self._release_server()
+            self._abort_client()
+            return
+        self._attempt_failed(server, _INVALID, resend_ok=False)
+
+    def on_upstream_timeout(self) -> None:
+        self.up = None
+        server = self.server
+        if server is None or self.finished:
+            return
+        if self.response_started:
+            self.group.on_failure(server, self.down.loop.time())
+            self._release_server()
+            self._abort_client()
+            return
+        self._attempt_failed(server, _TIMEOUT, resend_ok=False)
+
+    def on_upstream_writable(self, writable: bool) -> None:
+        down = self.down
+        if writable:
+            down.resume_reading(_UPSTREAM_FULL)
+        else:
+            down.pause_reading(_UPSTREAM_FULL)
+
+    # -- endings -----------------------------------------------------------------
+
+    def _fail(self, status: int, reason: str) -> None:
+        """Answer with an error of our own, or break the client connection."""
+        if self.finished:
+            return
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.abort()
+        self._release_server()
+        if self.response_started:
+            self._abort_client()
+            return
+        if reason:
+            self.last_error = reason
+        down = self.down
+        self.status = status
+        # After 408/413 the rest of the body is unknown: close.
+        keep_alive = self.keep_alive and self.body_done and status not in (408, 413)
+        self.keep_alive = keep_alive
+        down.write(
+            error_response(
+                status,
+                date=down.ctx.clock.date_line,
+                close=not keep_alive,
+                head_only=self.head.method == b"HEAD",
+                extra=_RETRY_AFTER if status == 503 else b"",
+            )
+        )
+        self._finish()
+
+    def _abort_client(self) -> None:
+        self.finished = True
+        self.keep_alive = False
+        self._log()
+        self.down.abort()
+
+    def _finish(self) -> None:
+        self.finished = True
+        self._log()
+        self.down.exchange_done(self, self.keep_alive and self.body_done)
+
+    def _log(self) -> None:
+        access_log = self.down.ctx.access_log
+        if access_log is not None:
+            access_log.log(self)
+
+    def log_fields(self) -> dict[str, object]:
+        """Fields for the access log (only called when logging is on)."""
+        down = self.down
+        head = self.head
+        referer = agent = b""
+        for line in head.forward:
+            lower = line[:11].lower()
+            if lower.startswith(b"referer:"):
+                referer = line[8:-2].strip()
+            elif lower == b"user-agent:":
+                agent = line[11:-2].strip()
+        loop_now = down.loop.time()
+        return {
+            "time": time.time(),
+            "time_local": down.ctx.clock.log_time,
+            "remote_addr": down.client_ip.decode(),
+            "listener": down.ctx.name,
+            "request": b"%s %s HTTP/%s" % (head.method, head.target, head.version.encode()),
+            "method": head.method,
+            "uri": head.target,
+            "status": self.status,
+            "body_bytes_sent": self.bytes_out,
+            "request_length": self.body_received,
+            "request_time": round(loop_now - self.started_at, 3),
+            "upstream": self.group.name,
+            "upstream_addr": self.upstream_addr,
+            "upstream_response_time": round(self.upstream_time, 3)
+            if self.upstream_time >= 0
+            else None,
+            "referer": referer,
+            "user_agent": agent,
+        }
+
+
+# Reasons the downstream connection stops reading (a bitmask there).
+_WAIT_UPSTREAM: Final = 1
+_UPSTREAM_FULL: Final = 2
+
+
+class LocalResponse:
+    """A response the proxy makes itself (404, 413, 400...), queued in order.
+
+    It takes the place of an Exchange in the downstream connection's queue
+    so that pipelined responses keep their order even when one is an error.
+    """
+
+    __slots__ = ("body_done", "close", "down", "extra", "finished", "head_only", "status")
+
+    def __init__(
+        self,
+        down: H1Connection,
+        status: int,
+        *,
+        close: bool,
+        head_only: bool = False,
+        body_done: bool = True,
+        extra: bytes = b"",
+    ) -> None:
+        self.down = down
+        self.status = status
+        self.close = close
+        self.head_only = head_only
+        self.body_done = body_done
+        self.extra = extra
+        self.finished = False
+
+    def start(self) -> None:
+        down = self.down
+        keep_alive = not self.close and self.body_done
+        down.write(
+            error_response(
+                self.status,
+                date=down.ctx.clock.date_line,
+                close=not keep_alive,
+                head_only=self.head_only,
+                extra=self.extra,
+            )
+        )
+        self.finished = True
+        down.exchange_done(self, keep_alive)
+
+    def on_body(self, data: bytes) -> None:
+        """Bodies of refused requests are read and dropped."""
+
+    def on_body_end(self) -> None:
+        self.body_done = True
+
+    def on_client_lost(self) -> None:
+        self.finished = True
+
+    def on_client_timeout(self) -> None:
+        self.down.abort()
+
+    def on_client_writable(self, writable: bool) -> None:
+        pass
+
+    def on_client_error(self, status: int) -> None:
+        if not self.finished:
+            self.status = status
+        self.close = True

@@ -1,0 +1,429 @@
+"""The downstream HTTP/1.x connection: an asyncio Protocol driving httptools.
+
+Parsing state, as seen from this connection::
+
+    IDLE  --first byte-->  HEAD  --head complete-->  BODY  --message complete-->  IDLE
+                                 \\--(no body)---------------------------------/
+
+Deadlines (one lazily re-armed timer per connection, see ``deadline.py``):
+
+* IDLE with no request in progress: ``keepalive`` -> close quietly;
+* HEAD: ``client_header`` -> 408 and close;
+* BODY: ``client_body`` between two reads -> 408 (or a broken connection
+  when the response already started);
+* while the client does not read what we write: ``client_send`` -> close.
+
+Requests are answered strictly in order.  The request whose response is being
+produced is ``_active``; pipelined requests that arrive meanwhile wait in
+``_queue`` (their bodies buffered) and reading stops until their turn, so a
+pipelining client costs at most one read buffer.  Refused requests become
+``LocalResponse`` entries of the same queue, so an error answer never
+overtakes an earlier response.
+
+Reading is paused for several independent reasons (a bitmask): a pipelined
+request is waiting, an upstream connection is being opened, the upstream
+does not accept body bytes fast enough.  It resumes when none is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Final, Protocol, cast
+
+import httptools
+
+from phoenix_lb.deadline import Deadline
+from phoenix_lb.http.path import normalize_path
+from phoenix_lb.http.request import RequestError, RequestHeadBuilder
+from phoenix_lb.server.exchange import Exchange, LocalResponse
+
+if TYPE_CHECKING:
+    from phoenix_lb.server.context import ListenerContext
+    from phoenix_lb.upstream.group import UpstreamGroup
+
+# Write buffer high-water mark: above it the upstream read side is paused,
+# so a slow client costs at most this much buffered response per connection.
+WRITE_HIGH_WATER: Final = 64 * 1024
+
+_IDLE, _HEAD, _BODY = range(3)
+# How long to keep discarding input after our final response (nginx's
+# lingering_timeout is 5s).
+_LINGER_SECONDS: Final = 2.0
+# Reasons reading is paused (bits).
+_PIPELINE: Final = 4
+_STOPPED: Final = 8
+
+
+class _Responder(Protocol):
+    """An entry of the response queue: an Exchange or a LocalResponse."""
+
+    finished: bool
+    body_done: bool
+
+    def start(self) -> None: ...
+
+    def on_body(self, data: bytes) -> None: ...
+
+    def on_body_end(self) -> None: ...
+
+    def on_client_lost(self) -> None: ...
+
+    def on_client_timeout(self) -> None: ...
+
+    def on_client_writable(self, writable: bool) -> None: ...
+
+    def on_client_error(self, status: int) -> None: ...
+
+
+class _ParserCallbacks:
+    """What httptools calls: the request line and fields go straight to the builder."""
+
+    __slots__ = ("on_body", "on_header", "on_headers_complete", "on_message_complete", "on_url")
+
+    def __init__(self, conn: H1Connection) -> None:
+        self.on_url = conn.builder.on_url
+        self.on_header = conn.builder.on_header
+        self.on_headers_complete = conn.on_headers_complete
+        self.on_body = conn.on_body
+        self.on_message_complete = conn.on_message_complete
+
+
+class H1Connection(asyncio.Protocol):
+    """One client connection speaking HTTP/1.0 or HTTP/1.1."""
+
+    __slots__ = (
+        "_active",
+        "_head_bytes",
+        "_parsing",
+        "_paused",
+        "_phase",
+        "_queue",
+        "builder",
+        "client_ip",
+        "close_after",
+        "closing",
+        "ctx",
+        "deadline",
+        "lingering",
+        "loop",
+        "parser",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, ctx: ListenerContext) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.transport: asyncio.Transport | None = None
+        self.builder = RequestHeadBuilder(ctx.max_headers, ctx.max_header_bytes)
+        self.parser = httptools.HttpRequestParser(_ParserCallbacks(self))
+        self.client_ip = b""
+        self.deadline = Deadline(self.loop, self._on_deadline)
+        #: no more writes: the transport is closed or closing
+        self.closing = False
+        #: close once the response in progress is complete
+        self.close_after = False
+        #: discarding input before closing, so our last response is not lost
+        self.lingering = False
+        self.write_paused = False
+        self._phase = _IDLE
+        self._paused = 0
+        self._active: _Responder | None = None
+        self._parsing: _Responder | None = None
+        self._queue: deque[_Responder] | None = None
+        self._head_bytes = 0
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0].encode() if peer else b"unix"
+        ctx = self.ctx
+        ctx.connections.add(self)
+        ctx.accepted += 1
+        self.deadline.set(self.loop.time() + ctx.client_header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
+        phase = self._phase
+        if phase == _IDLE:
+            # The first bytes of a request (pipelined requests after the
+            # first one in a read are counted from their next read on).
+            self._phase = _HEAD
+            self._head_bytes = len(data)
+        elif phase == _HEAD:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            error = exc.__context__
+            if isinstance(error, RequestError):
+                self._refuse(error.status)
+            else:
+                raise
+        except httptools.HttpParserUpgrade as exc:
+            self._after_upgrade(data, exc.args[0])
+        except httptools.HttpParserError:
+            self._refuse(400)
+        else:
+            if self._phase == _HEAD:
+                # The head is still incomplete after this read.
+                if self._head_bytes > self.ctx.max_header_bytes:
+                    self._refuse(431)
+                elif phase == _IDLE and self._active is None:
+                    self.deadline.set(self.loop.time() + self.ctx.client_header_timeout)
+            elif phase == _BODY and self._phase == _BODY:
+                self.deadline.set(self.loop.time() + self.ctx.client_body_timeout)
+
+    def eof_received(self) -> bool | None:
+        # A client half-close after a complete request still gets its
+        # response (some health probes do this); then we close.
+        self.close_after = True
+        if self._active is None:
+            return None
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.deadline.cancel()
+        self.ctx.connections.discard(self)
+        active = self._active
+        self._active = None
+        self._parsing = None
+        if active is not None:
+            active.on_client_lost()
+        if self._queue:
+            self._queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.deadline.set(self.loop.time() + self.ctx.client_send_timeout)
+        if self._active is not None:
+            self._active.on_client_writable(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._phase == _BODY:
+            self.deadline.set(self.loop.time() + self.ctx.client_body_timeout)
+        else:
+            self.deadline.clear()
+        if self._active is not None:
+            self._active.on_client_writable(True)
+
+    # -- httptools callbacks ---------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = 0
+        if self.closing:
+            return
+        parser = self.parser
+        ctx = self.ctx
+        head = self.builder.finish(parser.get_method(), parser.get_http_version())
+        if head.has_body:
+            self._phase = _BODY
+            self.deadline.set(self.loop.time() + ctx.client_body_timeout)
+            if parser.should_upgrade():
+                raise RequestError(400, "Upgrade requests with a body are not supported")
+        elif self._active is None:
+            # Until the response is done only upstream deadlines run.
+            self.deadline.when = 0.0
+        responder: _Responder
+        length = head.content_length
+        if length is not None and ctx.max_body and length > ctx.max_body:
+            # Refused before reading the body (a client using
+            # Expect: 100-continue never sends it).
+            responder = LocalResponse(self, 413, close=True, body_done=False)
+        else:
+            path = head.path
+            if 37 in path or 46 in path or b"//" in path:  # '%' or '.'
+                path = normalize_path(path)
+            group = ctx.router.route(path)
+            if group is None:
+                responder = LocalResponse(
+                    self,
+                    404,
+                    close=not head.keep_alive,
+                    head_only=head.method == b"HEAD",
+                    body_done=not head.has_body,
+                )
+            else:
+                responder = Exchange(self, head, group)
+        self._parsing = responder
+        if self._active is None:
+            self._active = responder
+            responder.start()
+        else:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(responder)
+            self.pause_reading(_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        parsing = self._parsing
+        if parsing is not None:
+            parsing.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._phase = _IDLE
+        parsing = self._parsing
+        self._parsing = None
+        if parsing is not None:
+            parsing.on_body_end()
+            if parsing is self._active and not self.write_paused:
+                # Waiting for the response: the upstream's deadlines rule.
+                self.deadline.clear()
+
+    # -- used by exchanges --------------------------------------------------------
+
+    def default_host(self, group: UpstreamGroup) -> bytes:
+        """Host for an HTTP/1.0 request without one: server_name, else the upstream name."""
+        return self.ctx.server_name or group.name.encode()
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the client."""
+        transport = self.transport
+        if transport is not None and not self.closing:
+            transport.write(data)
+
+    def write_many(self, data: list[bytes]) -> None:
+        """Send several buffers to the client in one system call."""
+        transport = self.transport
+        if transport is not None and not self.closing:
+            if len(data) == 1:
+                transport.write(data[0])
+            else:
+                transport.writelines(data)
+
+    def pause_reading(self, reason: int) -> None:
+        """Stop reading from the client for ``reason`` (until resume_reading)."""
+        if not self._paused and self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        """``reason`` no longer holds; read again when no other reason does."""
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+    def exchange_done(self, responder: _Responder, keep_alive: bool) -> None:
+        """The active response is complete; start the next one or close."""
+        if responder is not self._active:
+            return
+        self._active = None
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        if not keep_alive or self.close_after or (self._paused & _STOPPED and not self._queue):
+            self._close(linger=not responder.body_done or bool(self._paused & _STOPPED))
+            return
+        queue = self._queue
+        if queue:
+            responder = queue.popleft()
+            self._active = responder
+            if not queue:
+                self.resume_reading(_PIPELINE)
+            responder.start()
+            return
+        if self._phase == _IDLE:
+            self.deadline.set(self.loop.time() + self.ctx.keepalive_timeout)
+        elif self._phase == _HEAD:
+            self.deadline.set(self.loop.time() + self.ctx.client_header_timeout)
+
+    def abort(self) -> None:
+        """Break the connection at once (a response cannot be completed)."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_idle(self) -> bool:
+        """Close if no request is in progress (graceful shutdown); True if closed."""
+        self.close_after = True
+        if self._active is None and self._phase == _IDLE:
+            self._close()
+            return True
+        return False
+
+    # -- internals ---------------------------------------------------------------
+
+    def _close(self, *, linger: bool = False) -> None:
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        if linger and transport.can_write_eof():
+            # The client may still be sending a body we will not read.
+            # Closing now would make the kernel answer with RST, which can
+            # destroy our response before the client reads it (nginx's
+            # lingering_close): send FIN, discard input for a moment.
+            self.lingering = True
+            self.closing = True
+            transport.write_eof()
+            self._paused = 0
+            transport.resume_reading()
+            self.deadline.set(self.loop.time() + _LINGER_SECONDS)
+            return
+        self.closing = True
+        self.deadline.cancel()
+        transport.close()
+
+    def _refuse(self, status: int) -> None:
+        """The request cannot be parsed or is refused: answer in turn, then close."""
+        self.pause_reading(_STOPPED)
+        self._phase = _IDLE
+        parsing = self._parsing
+        self._parsing = None
+        if parsing is not None:
+            # The head was accepted but the body is broken.
+            if parsing is self._active or parsing.finished:
+                parsing.on_client_error(status)
+                return
+            if self._queue is not None and parsing in self._queue:
+                self._queue.remove(parsing)
+        responder = LocalResponse(self, status, close=True, body_done=False)
+        if self._active is None:
+            self._active = responder
+            responder.start()
+        else:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(responder)
+
+    def _after_upgrade(self, data: bytes, offset: int) -> None:
+        # The request asked to switch protocols; we do not (yet) forward
+        # upgrades, so it was proxied as a plain request and whatever follows
+        # is the next request, for a fresh parser.
+        self.parser = httptools.HttpRequestParser(self)
+        self._phase = _IDLE
+        rest = data[offset:]
+        if rest:
+            self.data_received(rest)
+
+    def _on_deadline(self) -> None:
+        if self.lingering:
+            self.lingering = False
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.closing:
+            return
+        if self.write_paused:
+            self.ctx.logger.info("client %s stopped reading; closing", self.client_ip.decode())
+            self.abort()
+            return
+        phase = self._phase
+        if phase == _BODY and self._parsing is not None:
+            self._parsing.on_client_timeout()
+            return
+        if self._active is not None:
+            return
+        if phase == _HEAD:
+            self._refuse(408)
+        else:
+            self._close()

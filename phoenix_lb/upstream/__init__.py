@@ -1,0 +1,1 @@
+"""Upstream side: servers and their state, groups, keep-alive pools, the client protocol."""
