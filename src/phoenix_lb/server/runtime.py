@@ -93,6 +93,8 @@ class Runtime:
                     max_idle=upstream.keepalive,
                     idle_timeout=upstream.keepalive_timeout,
                     max_requests=upstream.keepalive_requests,
+                    read_timeout=self.config.timeouts.read,
+                    send_timeout=self.config.timeouts.send,
                 )
                 servers.append(server)
             self.groups[name] = UpstreamGroup(name, servers, upstream.balance)

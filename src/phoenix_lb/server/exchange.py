@@ -289,11 +289,13 @@ class Exchange:
         conn.start(self, data, head.method == b"HEAD", body_done, now)
         if down.write_paused:
             conn.transport.pause_reading()  # type: ignore[union-attr]
-        if not body_done:
-            if head.expect_continue and not self.sent_continue and not self.body_received:
+        if not body_done and head.expect_continue and not self.sent_continue:
+            if not self.body_received:
                 self.sent_continue = True
                 down.write(CONTINUE)
-            down.resume_reading(_WAIT_UPSTREAM)
+        # Reading may have been paused while connecting (even if the whole
+        # body arrived meanwhile, in the same read as the head).
+        down.resume_reading(_WAIT_UPSTREAM)
 
     def _attempt_failed(self, server: Server, reason: str, *, resend_ok: bool) -> None:
         """An attempt on ``server`` failed before any response byte."""

@@ -52,6 +52,8 @@ _IDLE, _HEAD, _BODY = range(3)
 _LINGER_SECONDS: Final = 2.0
 # Reasons reading is paused (bits).
 _PIPELINE: Final = 4
+# Pause reasons owned by an exchange (see exchange.py).
+_EXCHANGE_REASONS: Final = 1 | 2
 _STOPPED: Final = 8
 
 
@@ -183,9 +185,11 @@ class H1Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A client half-close after a complete request still gets its
-        # response (some health probes do this); then we close.
+        # response (some health probes do this); then we close.  A close in
+        # the middle of a body ends the request at once: the body can never
+        # complete, and the upstream connection should not wait for it.
         self.close_after = True
-        if self._active is None:
+        if self._active is None or self._phase == _BODY:
             return None
         return True
 
@@ -318,6 +322,9 @@ class H1Connection(asyncio.Protocol):
         if responder is not self._active:
             return
         self._active = None
+        if self._paused & _EXCHANGE_REASONS:
+            # Whatever the finished exchange paused for is over.
+            self.resume_reading(self._paused & _EXCHANGE_REASONS)
         transport = self.transport
         if transport is None or self.closing:
             return
