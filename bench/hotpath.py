@@ -22,7 +22,10 @@ from phoenix_lb.server.h1 import H1Connection
 from phoenix_lb.server.runtime import Runtime
 from phoenix_lb.upstream.connection import UpstreamConnection
 
-REQUEST = b"GET /api/v1/status HTTP/1.1\r\nHost: phoenix-orch.example.com\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+REQUEST = (
+    b"GET /api/v1/status HTTP/1.1\r\nHost: phoenix-orch.example.com\r\n"
+    b"User-Agent: wrk\r\nAccept: */*\r\n\r\n"
+)
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 29 Nov 2026 22:54:26 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 16\r\nConnection: keep-alive\r\n\r\n"
@@ -81,8 +84,19 @@ def main() -> None:
     args = parser.parse_args()
     config = PhoenixConfig.model_validate(
         {
-            "listeners": [{"name": "l", "bind": ["127.0.0.1:0"], "routes": [{"path": "/", "upstream": "u"}]}],
-            "upstreams": {"u": {"keepalive_requests": 100000000, "servers": [{"address": "127.0.0.1:1"}, {"address": "127.0.0.1:2"}, {"address": "127.0.0.1:3"}]}},
+            "listeners": [
+                {"name": "l", "bind": ["127.0.0.1:0"], "routes": [{"path": "/", "upstream": "u"}]}
+            ],
+            "upstreams": {
+                "u": {
+                    "keepalive_requests": 100000000,
+                    "servers": [
+                        {"address": "127.0.0.1:1"},
+                        {"address": "127.0.0.1:2"},
+                        {"address": "127.0.0.1:3"},
+                    ],
+                }
+            },
             "access_log": {"format": "off"},
         }
     )

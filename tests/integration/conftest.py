@@ -79,9 +79,7 @@ class ProxyInstance:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = PhoenixConfig.model_validate(config)
         self.loop = new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="proxy-loop", daemon=True
-        )
+        self.thread = threading.Thread(target=self.loop.run_forever, name="proxy-loop", daemon=True)
         self.thread.start()
         self._stopped = False
 

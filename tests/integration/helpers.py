@@ -139,8 +139,10 @@ def one_shot(
 
 def chunked(body: bytes, piece: int = 65536) -> bytes:
     """``body`` in chunked coding, ``piece`` bytes per chunk."""
-    out = [b"%x\r\n%s\r\n" % (len(body[i : i + piece]), body[i : i + piece])
-           for i in range(0, len(body), piece)]
+    out = [
+        b"%x\r\n%s\r\n" % (len(body[i : i + piece]), body[i : i + piece])
+        for i in range(0, len(body), piece)
+    ]
     return b"".join(out) + b"0\r\n\r\n"
 
 

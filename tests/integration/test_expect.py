@@ -16,8 +16,9 @@ def test_expect_continue_gets_100_then_200(backends, proxy) -> None:
     with RawClient(p.port) as client:
         client.send(
             request_bytes(
-                "POST", "/echo", headers=[("Expect", "100-continue"),
-                                          ("Content-Length", str(len(body)))]
+                "POST",
+                "/echo",
+                headers=[("Expect", "100-continue"), ("Content-Length", str(len(body)))],
             )
         )
         interim = client.read_response(include_interim=True, timeout=3)
@@ -42,8 +43,9 @@ def test_expect_continue_chunked(backends, proxy) -> None:
     with RawClient(p.port) as client:
         client.send(
             request_bytes(
-                "POST", "/echo", headers=[("Expect", "100-continue"),
-                                          ("Transfer-Encoding", "chunked")]
+                "POST",
+                "/echo",
+                headers=[("Expect", "100-continue"), ("Transfer-Encoding", "chunked")],
             )
         )
         assert client.read_response(include_interim=True, timeout=3).status == 100
@@ -94,9 +96,7 @@ def test_expect_continue_client_that_does_not_wait(backends, proxy) -> None:
     p = proxy(make_config([b.address]))
     with RawClient(p.port) as client:
         client.send(
-            request_bytes(
-                "POST", "/echo", headers=[("Expect", "100-continue")], body=b"hello"
-            )
+            request_bytes("POST", "/echo", headers=[("Expect", "100-continue")], body=b"hello")
         )
         resp = client.read_response()
         assert resp.status == 200

@@ -191,9 +191,7 @@ def test_upstream_503_is_relayed_not_retried(backends, proxy) -> None:
 
 
 @pytest.mark.parametrize("chunked", [0, 1])
-def test_backend_killed_mid_stream_truncates_client_response(
-    backends, proxy, chunked: int
-) -> None:
+def test_backend_killed_mid_stream_truncates_client_response(backends, proxy, chunked: int) -> None:
     (b, other) = backends(2)
     p = proxy(make_config([b.address, other.address], server_defaults={"max_fails": 0}))
     size = 64 * 1024 * 1024

@@ -175,8 +175,7 @@ def test_absolute_form_target_becomes_origin_form(backends, proxy) -> None:
     (b,) = backends(1)
     p = proxy(make_config([b.address]))
     data = (
-        b"GET http://example.com:81/echo?q=1 HTTP/1.1\r\n"
-        b"Host: other\r\nConnection: close\r\n\r\n"
+        b"GET http://example.com:81/echo?q=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n"
     )
     resp = parse_responses(send_raw(p.port, data))[0]
     assert resp.status == 200

@@ -182,7 +182,9 @@ def test_http10_keepalive_chunked_upstream_is_close_delimited(backends, proxy) -
     with RawClient(p.port) as client:
         client.send(
             request_bytes(
-                "GET", "/drip?count=3&interval=0&size=10&chunked=1", version="HTTP/1.0",
+                "GET",
+                "/drip?count=3&interval=0&size=10&chunked=1",
+                version="HTTP/1.0",
                 headers=[("Connection", "keep-alive")],
             )
         )

@@ -72,9 +72,7 @@ class RssSampler:
 class ThrottledClient(RawClient):
     """A client that reads slowly: waits before the first read, then pauses periodically."""
 
-    def __init__(
-        self, port: int, *, first_pause: float, pause_every: int, pause: float
-    ) -> None:
+    def __init__(self, port: int, *, first_pause: float, pause_every: int, pause: float) -> None:
         super().__init__(port, timeout=30)
         self.first_pause = first_pause
         self.pause_every = pause_every
@@ -149,15 +147,16 @@ def test_200mb_upload_streams_with_bounded_memory(streaming_proxy, framing: str)
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-def test_200mb_download_to_slow_client_with_bounded_memory(
-    streaming_proxy, framing: str
-) -> None:
+def test_200mb_download_to_slow_client_with_bounded_memory(streaming_proxy, framing: str) -> None:
     b, proc = streaming_proxy
     chunked = framing == "chunked"
     sampler = RssSampler(proc.pid)
-    with sampler.running(), ThrottledClient(
-        proc.port, first_pause=1.0, pause_every=16 * 1024 * 1024, pause=0.1
-    ) as client:
+    with (
+        sampler.running(),
+        ThrottledClient(
+            proc.port, first_pause=1.0, pause_every=16 * 1024 * 1024, pause=0.1
+        ) as client,
+    ):
         client.send(request_bytes("GET", f"/big?size={SIZE}&chunked={int(chunked)}"))
         resp = client.read_response(keep_body=False)
     assert resp.status == 200

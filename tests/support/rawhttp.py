@@ -402,8 +402,15 @@ class RawClient:
         """Send all of ``data``."""
         self.sock.sendall(data)
 
-    def request(self, method: str, target: str, *, headers: Headers | None = None,
-                body: bytes = b"", host: str = "test") -> Response:
+    def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        host: str = "test",
+    ) -> Response:
         """Send one simple request with Content-Length framing and read its response."""
         lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
         lines += [f"{n}: {v}" for n, v in headers or []]

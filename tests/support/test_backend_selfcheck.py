@@ -95,8 +95,12 @@ def test_default_route(client: httpx.Client, backend: Backend) -> None:
     assert r.text == "b1\n"
     assert r.headers["X-Backend"] == "b1"
     [req] = backend.requests
-    assert (req.method, req.target, req.path, req.query) == ("GET", "/anything?x=1",
-                                                            "/anything", {"x": "1"})
+    assert (req.method, req.target, req.path, req.query) == (
+        "GET",
+        "/anything?x=1",
+        "/anything",
+        {"x": "1"},
+    )
     assert req.version == "HTTP/1.1"
     assert req.raw_head.startswith(b"GET /anything?x=1 HTTP/1.1\r\n")
     assert req.raw_head.endswith(b"\r\n\r\n")
@@ -127,11 +131,18 @@ def test_http10_closes_unless_keepalive(backend: Backend) -> None:
 
 def test_echo_preserves_header_case_and_order(backend: Backend) -> None:
     with RawClient(backend.port) as c:
-        c.send(b"POST /echo HTTP/1.1\r\nHost: h\r\nx-lower: 1\r\nX-UPPER: 2\r\n"
-               b"x-lower: 3\r\nContent-Length: 5\r\n\r\nhello")
+        c.send(
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nx-lower: 1\r\nX-UPPER: 2\r\n"
+            b"x-lower: 3\r\nContent-Length: 5\r\n\r\nhello"
+        )
         data = c.read_response().json()
-    assert data["headers"] == [["Host", "h"], ["x-lower", "1"], ["X-UPPER", "2"],
-                               ["x-lower", "3"], ["Content-Length", "5"]]
+    assert data["headers"] == [
+        ["Host", "h"],
+        ["x-lower", "1"],
+        ["X-UPPER", "2"],
+        ["x-lower", "3"],
+        ["Content-Length", "5"],
+    ]
     assert data["body_len"] == 5
     assert data["body_sha256"] == hashlib.sha256(b"hello").hexdigest()
     [req] = backend.requests
@@ -141,8 +152,10 @@ def test_echo_preserves_header_case_and_order(backend: Backend) -> None:
 
 def test_chunked_upload_is_dechunked(backend: Backend) -> None:
     with RawClient(backend.port) as c:
-        c.send(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+        c.send(
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+        )
         data = c.read_response().json()
         assert data["chunked"] is True
         assert data["body_len"] == 11
@@ -160,7 +173,7 @@ def test_httpx_streamed_upload(client: httpx.Client, backend: Backend) -> None:
 
     def gen() -> Iterator[bytes]:
         for i in range(0, len(payload), 100_000):
-            yield payload[i:i + 100_000]
+            yield payload[i : i + 100_000]
 
     r = client.post("/echo", content=gen())
     assert r.json()["body_len"] == len(payload)
@@ -170,8 +183,9 @@ def test_httpx_streamed_upload(client: httpx.Client, backend: Backend) -> None:
 
 def test_expect_100_continue(backend: Backend) -> None:
     with RawClient(backend.port) as c:
-        c.send(b"POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
-               b"Content-Length: 3\r\n\r\n")
+        c.send(
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+        )
         interim = c.read_response(include_interim=True)
         assert interim.status == 100
         c.send(b"abc")
@@ -220,11 +234,13 @@ def test_drip_and_close_delimited(backend: Backend) -> None:
 
 
 def test_head_on_any_path(backend: Backend) -> None:
-    requests = (b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n"
-                b"HEAD /big?size=1000 HTTP/1.1\r\nHost: h\r\n\r\n"
-                b"HEAD /big?size=1000&chunked=1 HTTP/1.1\r\nHost: h\r\n\r\n"
-                b"HEAD /head-cl HTTP/1.1\r\nHost: h\r\n\r\n"
-                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    requests = (
+        b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"HEAD /big?size=1000 HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"HEAD /big?size=1000&chunked=1 HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"HEAD /head-cl HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    )
     out = send_raw(backend.port, requests)
     rs = parse_responses(out, ["HEAD", "HEAD", "HEAD", "HEAD", "GET"])
     assert [r.header("Content-Length") for r in rs] == ["3", "1000", None, "3", "3"]
@@ -278,9 +294,12 @@ def test_sink_counts_without_storing(backend: Backend) -> None:
 
 
 def test_pipelined_requests_answered_in_order(backend: Backend) -> None:
-    data = (_get("/slow?delay=0.1") + _get("/status/404")
-            + b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
-            + _get("/", "Connection: close\r\n"))
+    data = (
+        _get("/slow?delay=0.1")
+        + _get("/status/404")
+        + b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+        + _get("/", "Connection: close\r\n")
+    )
     rs = parse_responses(send_raw(backend.port, data))
     assert [r.status for r in rs] == [200, 404, 200, 200]
     assert rs[2].json()["body_len"] == 2
@@ -436,12 +455,14 @@ def test_silent_port_accepts_and_never_answers() -> None:
 
 
 def test_parse_responses_framings() -> None:
-    data = (b"HTTP/1.1 100 Continue\r\n\r\n"
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nT: 1\r\n\r\n"
-            b"HTTP/1.1 204 No Content\r\n\r\n"
-            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"
-            b"HTTP/1.0 200 \r\n\r\nrest until close")
+    data = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nT: 1\r\n\r\n"
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"
+        b"HTTP/1.0 200 \r\n\r\nrest until close"
+    )
     rs = parse_responses(data, ["GET", "GET", "GET", "HEAD"])
     assert [(r.status, r.framing, r.body) for r in rs] == [
         (200, "content-length", b"hi"),

@@ -1,10 +1,14 @@
-"""The balancer interface and nginx's smooth weighted round robin.
+"""The balancer interface, the state balancers read, and nginx's smooth WRR.
 
 ``pick(now, tried)`` returns the peer for the next attempt of a request, or
 None when no peer is available.  ``tried`` is a bitmask of peer indexes this
 request already used (nginx's ``tried`` bitmap), so a retry goes elsewhere.
 ``on_failure(peer)`` lets an algorithm react to a failed attempt (nginx
 lowers the peer's effective weight, which then recovers by one per pick).
+
+``Peer`` is a concrete base class rather than a Protocol on purpose: the
+compiled build reads its attributes as struct fields, which a per-request
+loop over the servers notices.
 """
 
 from __future__ import annotations
@@ -13,34 +17,30 @@ from collections.abc import Sequence
 from typing import Protocol
 
 
-class _Resting(Protocol):
-    @property
-    def rest_until(self) -> float: ...
+class Peer:
+    """What a balancer reads about a server; written by health tracking and requests.
 
-
-class Peer(Protocol):
-    """What a balancer may read from a server.
-
-    Available means ``accepting and now > passive.rest_until``; balancers
-    inline that test rather than call ``is_available`` per peer per request.
+    Available means ``accepting and now > rest_until``.  Balancers inline
+    that test instead of calling ``is_available`` per peer per request.
     """
 
-    @property
-    def weight(self) -> int: ...
+    __slots__ = ("accepting", "in_flight", "index", "max_fails", "rest_until", "weight")
 
-    @property
-    def accepting(self) -> bool: ...
+    def __init__(self, index: int, weight: int = 1, max_fails: int = 1) -> None:
+        #: position in its group (bit in ``tried``)
+        self.index = index
+        self.weight = weight
+        self.max_fails = max_fails
+        #: requests sent and not yet answered
+        self.in_flight = 0
+        #: False while health checks (or an operator) take it out
+        self.accepting = True
+        #: resting after passive failures until this loop time
+        self.rest_until = 0.0
 
-    @property
-    def passive(self) -> _Resting: ...
-
-    @property
-    def in_flight(self) -> int: ...
-
-    @property
-    def max_fails(self) -> int: ...
-
-    def is_available(self, now: float) -> bool: ...
+    def is_available(self, now: float) -> bool:
+        """May new requests go to this peer?"""
+        return self.accepting and now > self.rest_until
 
 
 class Balancer(Protocol):
@@ -63,15 +63,14 @@ class SmoothWeighted:
     total from it: weights 5,1,1 give a a b a c a a, never a burst of five.
     """
 
-    __slots__ = ("current", "effective", "index", "peers")
+    __slots__ = ("current", "effective", "peers")
 
     def __init__(self, peers: Sequence[Peer]) -> None:
         self.peers = list(peers)
-        self.index = {id(p): i for i, p in enumerate(self.peers)}
         self.current = [0] * len(self.peers)
         self.effective = [p.weight for p in self.peers]
 
-    def choose(self, candidates: Sequence[int]) -> int:
+    def choose(self, candidates: list[int]) -> int:
         """Index (into peers) of the smooth-WRR choice among ``candidates``."""
         current = self.current
         effective = self.effective
@@ -90,8 +89,8 @@ class SmoothWeighted:
         return best
 
     def on_failure(self, peer: Peer) -> None:
-        i = self.index.get(id(peer))
-        if i is None or not peer.max_fails:
+        i = peer.index
+        if i >= len(self.peers) or self.peers[i] is not peer or not peer.max_fails:
             return
         eff = self.effective[i] - peer.weight // peer.max_fails
         self.effective[i] = max(eff, 0)

@@ -30,7 +30,7 @@ class LeastConn:
         for peer in self._peers:
             i += 1
             # Availability inlined (Server.is_available): this runs per request.
-            if (tried and (tried >> i) & 1) or not peer.accepting or now <= peer.passive.rest_until:
+            if (tried and (tried >> i) & 1) or not peer.accepting or now <= peer.rest_until:
                 continue
             if best is None:
                 best = peer

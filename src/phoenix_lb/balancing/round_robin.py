@@ -20,7 +20,7 @@ class RoundRobin:
         candidates = [
             i
             for i, peer in enumerate(self._peers)
-            if not (tried >> i) & 1 and peer.accepting and now > peer.passive.rest_until
+            if not (tried >> i) & 1 and peer.accepting and now > peer.rest_until
         ]
         if not candidates:
             return None

@@ -73,6 +73,21 @@ _PROTECTED: Final = frozenset({b"host"})
 
 # RFC 3986 host (reg-name or IP-literal) with optional port.
 _HOST_RE: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+# Hosts already found valid.  A client sends the same Host on every request,
+# so a dictionary hit (a hash of the value) replaces the regex almost always.
+_VALID_HOSTS: dict[bytes, bool] = {}
+_VALID_HOSTS_MAX: Final = 4096
+
+
+def _valid_host(host: bytes) -> bool:
+    if host in _VALID_HOSTS:
+        return True
+    if _HOST_RE.fullmatch(host) is None:
+        return False
+    if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
+        _VALID_HOSTS.clear()
+    _VALID_HOSTS[host] = True
+    return True
 
 
 class RequestHead:
@@ -246,7 +261,7 @@ class RequestHeadBuilder:
                 tokens is not None and b"keep-alive" in tokens and b"close" not in tokens
             )
         host = self._host
-        if host is not None and not _HOST_RE.fullmatch(host):
+        if host is not None and not _valid_host(host):
             raise RequestError(400, "invalid Host header")
 
         te = self._te
@@ -296,7 +311,7 @@ def _absolute_target(head: RequestHead, target: bytes, host: bytes | None) -> No
         origin = b"/" if cut < 0 else rest[cut:]
         if origin[:1] == b"?":
             origin = b"/" + origin
-        if not authority or b"@" in authority or not _HOST_RE.fullmatch(authority):
+        if not authority or b"@" in authority or not _valid_host(authority):
             raise RequestError(400, "invalid authority in absolute-form target")
         head.target = origin
         q = origin.find(b"?")

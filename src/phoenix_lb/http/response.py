@@ -79,7 +79,15 @@ class ResponseHead:
 class ResponseHeadBuilder:
     """Collects one upstream response head from parser callbacks; reusable."""
 
-    __slots__ = ("_chunked", "_close", "_content_length", "_has_date", "_lines", "_nominated", "done")
+    __slots__ = (
+        "_chunked",
+        "_close",
+        "_content_length",
+        "_has_date",
+        "_lines",
+        "_nominated",
+        "done",
+    )
 
     def __init__(self) -> None:
         self.reset()

@@ -231,9 +231,8 @@ class Exchange:
         self.server = server
         server.in_flight += 1
         server.requests += 1
-        passive = server.passive
-        if passive.fails:
-            passive.on_selected(now)
+        if server.passive.fails:
+            server.on_selected(now)
         conn = server.pool.acquire(now)
         if conn is not None:
             self._attach(conn, True, now)
@@ -289,10 +288,14 @@ class Exchange:
         conn.start(self, data, head.method == b"HEAD", body_done, now)
         if down.write_paused:
             conn.transport.pause_reading()  # type: ignore[union-attr]
-        if not body_done and head.expect_continue and not self.sent_continue:
-            if not self.body_received:
-                self.sent_continue = True
-                down.write(CONTINUE)
+        if (
+            not body_done
+            and head.expect_continue
+            and not self.sent_continue
+            and not self.body_received
+        ):
+            self.sent_continue = True
+            down.write(CONTINUE)
         # Reading may have been paused while connecting (even if the whole
         # body arrived meanwhile, in the same read as the head).
         down.resume_reading(_WAIT_UPSTREAM)
@@ -392,9 +395,8 @@ class Exchange:
                     server.pool.release(conn, down.loop.time())
                 else:
                     conn.close()
-            passive = server.passive
-            if passive.fails:
-                passive.on_success()
+            if server.passive.fails:
+                server.on_success()
         self.finished = True
         if down.ctx.access_log is not None:
             down.ctx.access_log.log(self)

@@ -96,6 +96,7 @@ class H1Connection(asyncio.Protocol):
 
     __slots__ = (
         "_active",
+        "_first_chunk",
         "_head_bytes",
         "_parsing",
         "_paused",
@@ -135,6 +136,8 @@ class H1Connection(asyncio.Protocol):
         self._parsing: _Responder | None = None
         self._queue: deque[_Responder] | None = None
         self._head_bytes = 0
+        #: the read that started the current request (its request line)
+        self._first_chunk: bytes | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -159,6 +162,7 @@ class H1Connection(asyncio.Protocol):
             # first one in a read are counted from their next read on).
             self._phase = _HEAD
             self._head_bytes = len(data)
+            self._first_chunk = data
         elif phase == _HEAD:
             self._head_bytes += len(data)
         try:
@@ -228,7 +232,23 @@ class H1Connection(asyncio.Protocol):
             return
         parser = self.parser
         ctx = self.ctx
-        head = self.builder.finish(parser.get_method(), parser.get_http_version())
+        method = parser.get_method()
+        # httptools formats the version as a new string per call; when the
+        # request line is at hand, read it from there (llhttp validated it).
+        version = ""
+        src = self._first_chunk
+        if src is not None:
+            self._first_chunk = None
+            eol = src.find(b"\r\n")
+            if src[eol - 8 : eol - 3] == b"HTTP/" and src.startswith(method):
+                token = src[eol - 3 : eol]
+                if token == b"1.1":
+                    version = "1.1"
+                elif token == b"1.0":
+                    version = "1.0"
+        if not version:
+            version = parser.get_http_version()
+        head = self.builder.finish(method, version)
         if head.has_body:
             self._phase = _BODY
             self.deadline.set(self.loop.time() + ctx.client_body_timeout)

@@ -287,10 +287,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _finish(self, sink: ResponseSink) -> None:
         response = self._response
         reusable = (
-            not self._extra
-            and self._keep_alive
-            and response is not None
-            and not response.close
+            not self._extra and self._keep_alive and response is not None and not response.close
         )
         if self._head_only:
             # llhttp still expects the body announced by Content-Length.

@@ -29,6 +29,5 @@ class UpstreamGroup:
 
     def on_failure(self, server: Server, now: float) -> bool:
         """Count a failed attempt; True when it took the server out."""
-        server.failures += 1
         self.balancer.on_failure(server)
-        return server.passive.on_failure(now)
+        return server.on_failure(now)

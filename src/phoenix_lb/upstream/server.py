@@ -4,38 +4,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from phoenix_lb.balancing.base import Peer
 from phoenix_lb.health.passive import PassiveHealth
 
 if TYPE_CHECKING:
     from phoenix_lb.upstream.pool import ConnectionPool
 
 
-class Server:
+class Server(Peer):
     """A backend server of an upstream group.
 
-    Balancers read two plain attributes to decide availability, so that the
-    check costs no call on the request path: ``accepting`` (health checks
-    and operators say yes) and ``passive.rest_until`` (passive failure
-    accounting says rest until then).  ``in_flight`` is written by the
-    request path.
+    Balancers read the ``Peer`` attributes: ``accepting`` (health checks and
+    operators say yes), ``rest_until`` (passive failure accounting says rest
+    until then, mirrored from ``passive``) and ``in_flight`` (written by the
+    request path).
     """
 
     pool: ConnectionPool  # set by the runtime that opens connections
 
-    __slots__ = (
-        "accepting",
-        "address",
-        "failures",
-        "host",
-        "in_flight",
-        "index",
-        "passive",
-        "pool",
-        "port",
-        "requests",
-        "upstream",
-        "weight",
-    )
+    __slots__ = ("address", "failures", "host", "passive", "pool", "port", "requests", "upstream")
 
     def __init__(
         self,
@@ -49,27 +36,34 @@ class Server:
         max_fails: int = 1,
         fail_timeout: float = 10.0,
     ) -> None:
+        super().__init__(index, weight, max_fails)
         self.upstream = upstream
-        self.index = index
         #: the address as configured (host:port), for logs and status
         self.address = address
         self.host = host
         self.port = port
-        self.weight = weight
-        self.in_flight = 0
         self.passive = PassiveHealth(max_fails, fail_timeout)
-        #: False when health checks (or an unresolvable name) take it out
-        self.accepting = True
         self.requests = 0
         self.failures = 0
 
-    @property
-    def max_fails(self) -> int:
-        return self.passive.max_fails
+    def on_selected(self, now: float) -> None:
+        """Chosen for a request: may start a passive trial (only after failures)."""
+        passive = self.passive
+        passive.on_selected(now)
+        self.rest_until = passive.rest_until
 
-    def is_available(self, now: float) -> bool:
-        """May new requests go to this server?"""
-        return self.accepting and now > self.passive.rest_until
+    def on_failure(self, now: float) -> bool:
+        """A request failed here; True when this failure took the server out."""
+        self.failures += 1
+        out = self.passive.on_failure(now)
+        self.rest_until = self.passive.rest_until
+        return out
+
+    def on_success(self) -> None:
+        """A request succeeded here (only matters after failures)."""
+        passive = self.passive
+        passive.on_success()
+        self.rest_until = passive.rest_until
 
     def __repr__(self) -> str:
         return f"<Server {self.upstream}/{self.address}>"
