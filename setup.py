@@ -34,6 +34,7 @@ class OptionalBuildExt(build_ext):
 # Modules on the request path.  Everything else (config, CLI, admin) stays
 # Python: it runs once, and pydantic models do not compile.
 COMPILED = [
+    "src/phoenix_lb/clock.py",
     "src/phoenix_lb/deadline.py",
     "src/phoenix_lb/balancing/__init__.py",
     "src/phoenix_lb/balancing/base.py",
@@ -45,6 +46,7 @@ COMPILED = [
     "src/phoenix_lb/http/request.py",
     "src/phoenix_lb/http/response.py",
     "src/phoenix_lb/http/status.py",
+    "src/phoenix_lb/server/context.py",
     "src/phoenix_lb/server/exchange.py",
     "src/phoenix_lb/server/h1.py",
     "src/phoenix_lb/server/router.py",

@@ -17,10 +17,12 @@ from collections.abc import Callable
 class Deadline:
     """Calls ``callback()`` once ``loop.time()`` passes the deadline, unless cleared."""
 
-    __slots__ = ("_armed_at", "_callback", "_handle", "_loop", "when")
+    __slots__ = ("_armed_at", "_callback", "_handle", "_loop", "now", "when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
         self._loop = loop
+        #: the loop's clock (a bound method kept, not looked up per call)
+        self.now: Callable[[], float] = loop.time
         self._callback = callback
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = 0.0
@@ -32,6 +34,10 @@ class Deadline:
         self.when = when
         if self._handle is None or when < self._armed_at:
             self._arm(when)
+
+    def set_after(self, delay: float) -> None:
+        """Expire ``delay`` seconds from now."""
+        self.set(self.now() + delay)
 
     def clear(self) -> None:
         """No deadline (the armed timer, if any, will find nothing to do)."""
@@ -56,7 +62,7 @@ class Deadline:
         if not when:
             return
         # uvloop's clock has millisecond resolution: allow for rounding.
-        if self._loop.time() + 0.002 >= when:
+        if self.now() + 0.002 >= when:
             self.when = 0.0
             self._callback()
         else:

@@ -30,6 +30,7 @@ __all__ = [
     "RequestHeadBuilder",
     "analyze_request",
     "build_upstream_head",
+    "remove_fields",
 ]
 
 # RFC 9110 9.2.2.  A request with one of these methods may be sent again.
@@ -64,6 +65,17 @@ _SPECIAL: Final[dict[bytes, int]] = {
     # Set by the proxy from what it knows; a client's values are not trusted.
     b"x-real-ip": _DROP,
     b"x-forwarded-proto": _DROP,
+}
+
+# Length of every special name: a field whose name has another length is
+# forwarded without lowercasing it (most are: Content-Type, Cookie, Accept...).
+_SPECIAL_LENGTHS: Final = frozenset(len(name) for name in _SPECIAL)
+# The spellings clients actually send, looked up before lowercasing.
+_SPECIAL_EXACT: Final[dict[bytes, int]] = {
+    **{name.title(): kind for name, kind in _SPECIAL.items()},
+    **_SPECIAL,
+    b"TE": _DROP,
+    b"X-Real-IP": _DROP,
 }
 
 # Connection options that name no header to remove.
@@ -112,7 +124,8 @@ class RequestHead:
     def __init__(self, method: bytes, version: str, forward: list[bytes]) -> None:
         self.method = method
         self.version = version
-        #: end-to-end header lines, each ``name: value\r\n``, in arrival order
+        #: end-to-end header fields in arrival order, as flat pieces:
+        #: name, b": ", value, b"\r\n" for each (see ``fields()``)
         self.forward = forward
         self.target = b""
         #: the target's path (no query), for routing
@@ -132,6 +145,28 @@ class RequestHead:
     def has_body(self) -> bool:
         """True when a body follows the head (chunked or Content-Length > 0)."""
         return self.chunked or bool(self.content_length)
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """The forwarded header fields as (name, value) pairs."""
+        forward = self.forward
+        return [(forward[i], forward[i + 2]) for i in range(0, len(forward), 4)]
+
+    def field(self, lowercase_name: bytes) -> bytes | None:
+        """The first forwarded value of a field, by lowercase name (logging, routing)."""
+        forward = self.forward
+        for i in range(0, len(forward), 4):
+            if forward[i].lower() == lowercase_name:
+                return forward[i + 2]
+        return None
+
+
+def remove_fields(forward: list[bytes], lowercase_names: set[bytes]) -> None:
+    """Drop fields by lowercase name from a flat ``forward`` piece list."""
+    kept: list[bytes] = []
+    for i in range(0, len(forward), 4):
+        if forward[i].lower() not in lowercase_names:
+            kept += forward[i : i + 4]
+    forward[:] = kept
 
 
 class RequestHeadBuilder:
@@ -201,13 +236,22 @@ class RequestHeadBuilder:
         self._size += len(name) + len(value) + 4
         if self._count > self.max_headers or self._size > self.max_bytes:
             raise RequestError(431, "request header fields too large")
-        kind = _SPECIAL.get(name.lower())
-        if kind is None:
-            self._lines.append(b"%s: %s\r\n" % (name, value))
-        elif kind == _HOST:
-            self._hosts += 1
-            self._host = value
-            self._lines.append(b"%s: %s\r\n" % (name, value))
+        kind = -1
+        if len(name) in _SPECIAL_LENGTHS:
+            kind = _SPECIAL_EXACT.get(name, -1)
+            if kind < 0:
+                kind = _SPECIAL.get(name.lower(), -1)
+        if kind < 0 or kind == _HOST:
+            # Pieces rather than one formatted line: appends are cheaper than
+            # bytes formatting, and the head is joined once.
+            lines = self._lines
+            lines.append(name)
+            lines.append(b": ")
+            lines.append(value)
+            lines.append(b"\r\n")
+            if kind == _HOST:
+                self._hosts += 1
+                self._host = value
         elif kind == _CL:
             # llhttp has refused duplicates and non-digits already.
             self.content_length = int(value)
@@ -240,8 +284,7 @@ class RequestHeadBuilder:
         url = self.url
         if url[:1] == b"/":
             head.target = url
-            q = url.find(b"?")
-            head.path = url if q < 0 else url[:q]
+            head.path = url.partition(b"?")[0]
             head.host = self._host
         else:
             _absolute_target(head, url, self._host)
@@ -291,10 +334,7 @@ class RequestHeadBuilder:
         if tokens is not None:
             nominated = {t for t in tokens if t not in _CONNECTION_OPTIONS and t not in _PROTECTED}
             if nominated:
-                forward = head.forward
-                forward[:] = [
-                    line for line in forward if line[: line.index(b":")].lower() not in nominated
-                ]
+                remove_fields(head.forward, nominated)
                 if b"x-forwarded-for" in nominated:
                     head.xff = None
         return head
@@ -317,8 +357,8 @@ def _absolute_target(head: RequestHead, target: bytes, host: bytes | None) -> No
         q = origin.find(b"?")
         head.path = origin if q < 0 else origin[:q]
         head.host = authority
-        head.forward[:] = [line for line in head.forward if line[:5].lower() != b"host:"]
-        head.forward.append(b"Host: %s\r\n" % authority)
+        remove_fields(head.forward, {b"host"})
+        head.forward += (b"Host", b": ", authority, b"\r\n")
         return
     if target == b"*" and head.method == b"OPTIONS":
         head.target = head.path = b"*"

@@ -56,6 +56,14 @@ _SPECIAL: Final[dict[bytes, int]] = {
     b"date": _DATE,
 }
 _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade", b""})
+# See http/request.py: a field whose name length matches no special name is
+# forwarded without lowercasing; the usual spellings are looked up first.
+_SPECIAL_LENGTHS: Final = frozenset(len(name) for name in _SPECIAL)
+_SPECIAL_EXACT: Final[dict[bytes, int]] = {
+    **{name.title(): kind for name, kind in _SPECIAL.items()},
+    **_SPECIAL,
+    b"TE": _DROP,
+}
 
 # Status line and our Server header, per status, built once.
 _STATUS_SERVER: Final[dict[int, bytes]] = {}
@@ -68,6 +76,7 @@ class ResponseHead:
 
     def __init__(self, status: int, forward: list[bytes]) -> None:
         self.status = status
+        #: end-to-end fields as flat pieces: name, b": ", value, b"\r\n" each
         self.forward = forward
         self.content_length: int | None = None
         self.chunked = False
@@ -107,14 +116,22 @@ class ResponseHeadBuilder:
         """Parser callback: one header field (trailers are dropped)."""
         if self.done:
             return
-        kind = _SPECIAL.get(name.lower())
-        if kind is None:
-            self._lines.append(b"%s: %s\r\n" % (name, value))
+        kind = -1
+        if len(name) in _SPECIAL_LENGTHS:
+            kind = _SPECIAL_EXACT.get(name, -1)
+            if kind < 0:
+                kind = _SPECIAL.get(name.lower(), -1)
+        if kind < 0 or kind == _DATE:
+            # Pieces, joined once with the whole head (cheaper than formatting).
+            lines = self._lines
+            lines.append(name)
+            lines.append(b": ")
+            lines.append(value)
+            lines.append(b"\r\n")
+            if kind == _DATE:
+                self._has_date = True
         elif kind == _CL:
             self._content_length = int(value)
-        elif kind == _DATE:
-            self._has_date = True
-            self._lines.append(b"%s: %s\r\n" % (name, value))
         elif kind == _TE:
             self._chunked = True
         elif kind == _CONNECTION:
@@ -137,9 +154,11 @@ class ResponseHeadBuilder:
         head.has_date = self._has_date
         if self._nominated:
             drop = set(self._nominated)
-            head.forward = [
-                line for line in self._lines if line[: line.index(b":")].lower() not in drop
-            ]
+            lines = self._lines
+            head.forward = []
+            for i in range(0, len(lines), 4):
+                if lines[i].lower() not in drop:
+                    head.forward += lines[i : i + 4]
         return head
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from phoenix_lb.accesslog import AccessLog
@@ -39,6 +40,8 @@ class ListenerContext:
     ) -> None:
         self.name = name
         self.loop = loop
+        #: the loop's clock, kept as a bound method (cheaper per call)
+        self.now: Callable[[], float] = loop.time
         self.router = router
         self.scheme = scheme
         self.server_name = server_name.encode() if server_name else None

@@ -142,7 +142,7 @@ class Exchange:
 
     def start(self) -> None:
         """Begin the first attempt (called when this request's turn comes)."""
-        now = self.started_at = self.down.loop.time()
+        now = self.started_at = self.down.ctx.now()
         self._try_next(now)
 
     def on_body(self, data: bytes) -> None:
@@ -256,7 +256,7 @@ class Exchange:
                 server, f"{_CONNECT_ERROR} ({exc.strerror or exc})", resend_ok=True
             )
             return
-        now = self.down.loop.time()
+        now = self.down.ctx.now()
         if self.finished or self.server is not server:
             # The client left while we were connecting: keep the connection.
             pool.release(conn, now)
@@ -306,7 +306,7 @@ class Exchange:
             return
         self.last_error = reason
         down = self.down
-        now = down.loop.time()
+        now = down.ctx.now()
         if self.group.on_failure(server, now):
             down.ctx.logger.warning(
                 "upstream %s: server %s out for %gs after %d failures (last: %s)",
@@ -348,7 +348,7 @@ class Exchange:
 
     def on_upstream_head(self, response: ResponseHead) -> None:
         down = self.down
-        self.upstream_time = down.loop.time() - self.upstream_started_at
+        self.upstream_time = down.ctx.now() - self.upstream_started_at
         head = self.head
         mode = self.mode = body_mode(response, head.method, head.version)
         self.status = response.status
@@ -392,7 +392,7 @@ class Exchange:
             self.upstream_addr = server.address
             if conn is not None:
                 if reusable and self.body_done:
-                    server.pool.release(conn, down.loop.time())
+                    server.pool.release(conn, down.ctx.now())
                 else:
                     conn.close()
             if server.passive.fails:
@@ -413,7 +413,7 @@ class Exchange:
                 self.group.name,
                 server.address,
             )
-            self.group.on_failure(server, self.down.loop.time())
+            self.group.on_failure(server, self.down.ctx.now())
             self._release_server()
             self._abort_client()
             return
@@ -443,7 +443,7 @@ class Exchange:
             "upstream %s: server %s: %s", self.group.name, server.address, reason
         )
         if self.response_started:
-            self.group.on_failure(server, self.down.loop.time())
+            self.group.on_failure(server, self.down.ctx.now())
             self._release_server()
             self._abort_client()
             return
@@ -455,7 +455,7 @@ class Exchange:
         if server is None or self.finished:
             return
         if self.response_started:
-            self.group.on_failure(server, self.down.loop.time())
+            self.group.on_failure(server, self.down.ctx.now())
             self._release_server()
             self._abort_client()
             return
@@ -520,14 +520,9 @@ class Exchange:
         """Fields for the access log (only called when logging is on)."""
         down = self.down
         head = self.head
-        referer = agent = b""
-        for line in head.forward:
-            lower = line[:11].lower()
-            if lower.startswith(b"referer:"):
-                referer = line[8:-2].strip()
-            elif lower == b"user-agent:":
-                agent = line[11:-2].strip()
-        loop_now = down.loop.time()
+        referer = head.field(b"referer") or b""
+        agent = head.field(b"user-agent") or b""
+        loop_now = down.ctx.now()
         return {
             "time": time.time(),
             "time_local": down.ctx.clock.log_time,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
@@ -78,6 +79,10 @@ class _Responder(Protocol):
     def on_client_error(self, status: int) -> None: ...
 
 
+def _no_write(data: object) -> None:
+    """Stands in for transport.write before the connection is made."""
+
+
 class _ParserCallbacks:
     """What httptools calls: the request line and fields go straight to the builder."""
 
@@ -102,6 +107,8 @@ class H1Connection(asyncio.Protocol):
         "_paused",
         "_phase",
         "_queue",
+        "_write",
+        "_writelines",
         "builder",
         "client_ip",
         "close_after",
@@ -136,6 +143,8 @@ class H1Connection(asyncio.Protocol):
         self._parsing: _Responder | None = None
         self._queue: deque[_Responder] | None = None
         self._head_bytes = 0
+        self._write: Callable[[bytes], object] = _no_write
+        self._writelines: Callable[[list[bytes]], object] = _no_write
         #: the read that started the current request (its request line)
         self._first_chunk: bytes | None = None
 
@@ -145,13 +154,15 @@ class H1Connection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self._write = transport.write
+        self._writelines = transport.writelines
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0].encode() if peer else b"unix"
         ctx = self.ctx
         ctx.connections.add(self)
         ctx.accepted += 1
-        self.deadline.set(self.loop.time() + ctx.client_header_timeout)
+        self.deadline.set_after(ctx.client_header_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
@@ -183,9 +194,9 @@ class H1Connection(asyncio.Protocol):
                 if self._head_bytes > self.ctx.max_header_bytes:
                     self._refuse(431)
                 elif phase == _IDLE and self._active is None:
-                    self.deadline.set(self.loop.time() + self.ctx.client_header_timeout)
+                    self.deadline.set_after(self.ctx.client_header_timeout)
             elif phase == _BODY and self._phase == _BODY:
-                self.deadline.set(self.loop.time() + self.ctx.client_body_timeout)
+                self.deadline.set_after(self.ctx.client_body_timeout)
 
     def eof_received(self) -> bool | None:
         # A client half-close after a complete request still gets its
@@ -211,14 +222,14 @@ class H1Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.deadline.set(self.loop.time() + self.ctx.client_send_timeout)
+        self.deadline.set_after(self.ctx.client_send_timeout)
         if self._active is not None:
             self._active.on_client_writable(False)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self._phase == _BODY:
-            self.deadline.set(self.loop.time() + self.ctx.client_body_timeout)
+            self.deadline.set_after(self.ctx.client_body_timeout)
         else:
             self.deadline.clear()
         if self._active is not None:
@@ -239,19 +250,20 @@ class H1Connection(asyncio.Protocol):
         src = self._first_chunk
         if src is not None:
             self._first_chunk = None
-            eol = src.find(b"\r\n")
-            if src[eol - 8 : eol - 3] == b"HTTP/" and src.startswith(method):
-                token = src[eol - 3 : eol]
-                if token == b"1.1":
-                    version = "1.1"
-                elif token == b"1.0":
-                    version = "1.0"
+            # llhttp accepted "METHOD SP target SP HTTP/x.y CRLF"; check the
+            # bytes where the version must be rather than searching for it.
+            pos = len(method) + len(self.builder.url) + 2
+            token = src[pos : pos + 10]
+            if token == b"HTTP/1.1\r\n" and src[: len(method)] == method:
+                version = "1.1"
+            elif token == b"HTTP/1.0\r\n" and src[: len(method)] == method:
+                version = "1.0"
         if not version:
             version = parser.get_http_version()
         head = self.builder.finish(method, version)
         if head.has_body:
             self._phase = _BODY
-            self.deadline.set(self.loop.time() + ctx.client_body_timeout)
+            self.deadline.set_after(ctx.client_body_timeout)
             if parser.should_upgrade():
                 raise RequestError(400, "Upgrade requests with a body are not supported")
         elif self._active is None:
@@ -264,10 +276,15 @@ class H1Connection(asyncio.Protocol):
             # Expect: 100-continue never sends it).
             responder = LocalResponse(self, 413, close=True, body_done=False)
         else:
-            path = head.path
-            if 37 in path or 46 in path or b"//" in path:  # '%' or '.'
-                path = normalize_path(path)
-            group = ctx.router.route(path)
+            router = ctx.router
+            group = router.catch_all
+            if group is None:
+                path = head.path
+                # '%', '.' or "//" may hide a prefix; find(), as `in` with a
+                # bytes operand first tries (and fails) it as an integer.
+                if 37 in path or 46 in path or path.find(b"//") >= 0:
+                    path = normalize_path(path)
+                group = router.route(path)
             if group is None:
                 responder = LocalResponse(
                     self,
@@ -311,18 +328,16 @@ class H1Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         """Send bytes to the client."""
-        transport = self.transport
-        if transport is not None and not self.closing:
-            transport.write(data)
+        if not self.closing:
+            self._write(data)
 
     def write_many(self, data: list[bytes]) -> None:
         """Send several buffers to the client in one system call."""
-        transport = self.transport
-        if transport is not None and not self.closing:
+        if not self.closing:
             if len(data) == 1:
-                transport.write(data[0])
+                self._write(data[0])
             else:
-                transport.writelines(data)
+                self._writelines(data)
 
     def pause_reading(self, reason: int) -> None:
         """Stop reading from the client for ``reason`` (until resume_reading)."""
@@ -360,9 +375,9 @@ class H1Connection(asyncio.Protocol):
             responder.start()
             return
         if self._phase == _IDLE:
-            self.deadline.set(self.loop.time() + self.ctx.keepalive_timeout)
+            self.deadline.set_after(self.ctx.keepalive_timeout)
         elif self._phase == _HEAD:
-            self.deadline.set(self.loop.time() + self.ctx.client_header_timeout)
+            self.deadline.set_after(self.ctx.client_header_timeout)
 
     def abort(self) -> None:
         """Break the connection at once (a response cannot be completed)."""
@@ -394,7 +409,7 @@ class H1Connection(asyncio.Protocol):
             transport.write_eof()
             self._paused = 0
             transport.resume_reading()
-            self.deadline.set(self.loop.time() + _LINGER_SECONDS)
+            self.deadline.set_after(_LINGER_SECONDS)
             return
         self.closing = True
         self.deadline.cancel()

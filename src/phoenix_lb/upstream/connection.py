@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 WRITE_HIGH_WATER = 64 * 1024
 
 
+def _no_write(data: object) -> None:
+    """Stands in for transport.write before the connection is made."""
+
+
 class ResponseSink(Protocol):
     """What an upstream connection reports to the exchange using it."""
 
@@ -82,6 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_interim",
         "_keep_alive",
         "_response",
+        "_write",
         "awaiting_response",
         "builder",
         "deadline",
@@ -144,16 +149,16 @@ class UpstreamConnection(asyncio.Protocol):
             self.deadline.set(now + self.read_timeout)
         else:
             self.deadline.when = 0.0
-        self.transport.write(data)  # type: ignore[union-attr]
+        self._write(data)
 
     def write(self, data: bytes) -> None:
         """Send more request body."""
-        self.transport.write(data)  # type: ignore[union-attr]
+        self._write(data)
 
     def request_sent(self) -> None:
         """The last request byte was handed to the transport: wait for the response."""
         self.awaiting_response = True
-        self.deadline.set(self.loop.time() + self.read_timeout)
+        self.deadline.set_after(self.read_timeout)
 
     def close(self) -> None:
         """Close for good (not back to the pool)."""
@@ -175,6 +180,7 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self._write = transport.write
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
@@ -196,7 +202,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._finish(sink)
         elif self.sink is sink:
             if self.awaiting_response:
-                self.deadline.set(self.loop.time() + self.read_timeout)
+                self.deadline.set_after(self.read_timeout)
             sink.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -223,13 +229,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.sink is not None:
-            self.deadline.set(self.loop.time() + self.send_timeout)
+            self.deadline.set_after(self.send_timeout)
             self.sink.on_upstream_writable(False)
 
     def resume_writing(self) -> None:
         if self.sink is not None:
             if self.awaiting_response:
-                self.deadline.set(self.loop.time() + self.read_timeout)
+                self.deadline.set_after(self.read_timeout)
             else:
                 # Still streaming the body: the client's body timeout rules.
                 self.deadline.when = 0.0

@@ -1,27 +1,69 @@
-"""An upstream group: named servers behind one balancing algorithm."""
+"""An upstream group: named servers behind one balancing algorithm, and backups.
+
+Primary servers are picked by the configured algorithm.  Backup servers
+(``backup: true``) get requests only when no primary can take this attempt
+(all unavailable, or all already tried by the request), by smooth weighted
+round robin among themselves (nginx ``backup``; the seed's "Backup: Round
+Robin").  Since every pick asks the primaries first, traffic goes back to
+them as soon as one is available again.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from phoenix_lb.balancing import Balancer, make_balancer
+from phoenix_lb.balancing import Balancer, BalancerOptions, make_balancer
+from phoenix_lb.balancing.round_robin import RoundRobin
 from phoenix_lb.upstream.server import Server
 
 
 class UpstreamGroup:
-    """Servers of one upstream and the balancer choosing among them."""
+    """Servers of one upstream and the balancers choosing among them."""
 
-    __slots__ = ("balancer", "name", "servers")
+    __slots__ = ("backup_balancer", "balancer", "name", "servers")
 
-    def __init__(self, name: str, servers: Sequence[Server], balance: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        servers: Sequence[Server],
+        balance: str,
+        options: BalancerOptions | None = None,
+    ) -> None:
         self.name = name
         self.servers = list(servers)
-        self.balancer: Balancer = make_balancer(balance, self.servers)
+        for server in self.servers:
+            # The stable identity hashing (and sticky ids) use: the address
+            # as configured, unless the runtime named the server otherwise.
+            if not server.name:
+                server.name = server.address
+        primaries = [s for s in self.servers if not s.backup]
+        backups = [s for s in self.servers if s.backup]
+        self.balancer: Balancer = make_balancer(balance, primaries, options)
+        self.backup_balancer: RoundRobin | None = RoundRobin(backups) if backups else None
 
-    def pick(self, now: float, tried: int) -> Server | None:
-        """A server for the next attempt of a request, or None when none is available."""
-        server = self.balancer.pick(now, tried)
+    def pick(self, now: float, tried: int, key: bytes = b"") -> Server | None:
+        """A server for the next attempt of a request, or None when none is available.
+
+        ``tried`` is the request's bitmask of ``Server.index``; ``key`` its
+        hash key (only the ``hash`` algorithm reads it).
+        """
+        server = self.balancer.pick(now, tried, key)
+        if server is None:
+            backup = self.backup_balancer
+            if backup is not None:
+                server = backup.pick(now, tried, key)
         return server  # type: ignore[return-value]
+
+    def available(self, index: int, now: float, tried: int) -> Server | None:
+        """The server at ``index`` if it may take this attempt (a sticky binding).
+
+        None when the index is out of range, the server is unavailable or
+        the request already tried it: the caller then picks by balancing.
+        """
+        if index < 0 or index >= len(self.servers) or (tried >> index) & 1:
+            return None
+        server = self.servers[index]
+        return server if server.accepting and now > server.rest_until else None
 
     def any_available(self, now: float) -> bool:
         """True when at least one server may take requests."""
@@ -29,5 +71,15 @@ class UpstreamGroup:
 
     def on_failure(self, server: Server, now: float) -> bool:
         """Count a failed attempt; True when it took the server out."""
-        self.balancer.on_failure(server)
+        if server.backup:
+            backup = self.backup_balancer
+            if backup is not None:
+                backup.on_failure(server)
+        else:
+            self.balancer.on_failure(server)
         return server.on_failure(now)
+
+    def on_response(self, server: Server, seconds: float, now: float) -> None:
+        """``server`` sent a response head ``seconds`` after the request went out."""
+        if not server.backup:
+            self.balancer.on_response(server, seconds, now)
