@@ -22,13 +22,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any compiler failure
-            print(f"phoenix-lb: compiling the hot path failed ({exc}); pure Python", file=sys.stderr)
+        except Exception as exc:  # any compiler failure: fall back
+            print(f"phoenix-lb: compiling failed ({exc}); pure Python", file=sys.stderr)
 
     def build_extension(self, ext: object) -> None:
         try:
             super().build_extension(ext)  # type: ignore[arg-type]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"phoenix-lb: cannot compile {ext}: {exc}; pure Python", file=sys.stderr)
 
 # Modules on the request path.  Everything else (config, CLI, admin) stays
