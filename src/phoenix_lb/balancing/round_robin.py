@@ -16,15 +16,18 @@ class RoundRobin:
         self._peers = list(peers)
         self._wrr = SmoothWeighted(self._peers)
 
-    def pick(self, now: float, tried: int) -> Peer | None:
+    def pick(self, now: float, tried: int, key: bytes = b"") -> Peer | None:
         candidates = [
             i
             for i, peer in enumerate(self._peers)
-            if not (tried >> i) & 1 and peer.accepting and now > peer.rest_until
+            if not (tried >> peer.index) & 1 and peer.accepting and now > peer.rest_until
         ]
         if not candidates:
             return None
-        return self._peers[self._wrr.choose(candidates)]
+        return self._peers[self._wrr.choose(candidates, now)]
 
     def on_failure(self, peer: Peer) -> None:
         self._wrr.on_failure(peer)
+
+    def on_response(self, peer: Peer, seconds: float, now: float) -> None:
+        """Latency does not matter to round robin."""

@@ -14,13 +14,22 @@ from collections.abc import Sequence
 
 from phoenix_lb.balancing import Balancer, BalancerOptions, make_balancer
 from phoenix_lb.balancing.round_robin import RoundRobin
+from phoenix_lb.stats import Histogram, request_counts
 from phoenix_lb.upstream.server import Server
 
 
 class UpstreamGroup:
     """Servers of one upstream and the balancers choosing among them."""
 
-    __slots__ = ("backup_balancer", "balancer", "name", "servers")
+    __slots__ = (
+        "backup_balancer",
+        "balancer",
+        "counts",
+        "durations",
+        "name",
+        "retries",
+        "servers",
+    )
 
     def __init__(
         self,
@@ -28,9 +37,16 @@ class UpstreamGroup:
         servers: Sequence[Server],
         balance: str,
         options: BalancerOptions | None = None,
+        listeners: int = 1,
     ) -> None:
         self.name = name
         self.servers = list(servers)
+        #: requests that ended without any server (no live upstream...)
+        self.counts = request_counts(listeners)
+        #: whole-request time per listener
+        self.durations = [Histogram() for _ in range(listeners)]
+        #: attempts sent again after a failure, by reason
+        self.retries: dict[str, int] = {}
         for server in self.servers:
             # The stable identity hashing (and sticky ids) use: the address
             # as configured, unless the runtime named the server otherwise.
@@ -54,8 +70,8 @@ class UpstreamGroup:
                 server = backup.pick(now, tried, key)
         return server  # type: ignore[return-value]
 
-    def available(self, index: int, now: float, tried: int) -> Server | None:
-        """The server at ``index`` if it may take this attempt (a sticky binding).
+    def pinned(self, index: int, now: float, tried: int) -> Server | None:
+        """The server at ``index`` (a sticky cookie's) if it may take this attempt.
 
         None when the index is out of range, the server is unavailable or
         the request already tried it: the caller then picks by balancing.
