@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from phoenix_lb.accesslog import AccessLog
 from phoenix_lb.clock import HttpClock
 from phoenix_lb.server.router import Router
+from phoenix_lb.stats import Histogram, request_counts
 
 if TYPE_CHECKING:
     from phoenix_lb.config.schema import LimitsConfig, TimeoutsConfig
@@ -37,8 +38,11 @@ class ListenerContext:
         scheme: bytes = b"http",
         server_name: str | None = None,
         logger: logging.Logger | None = None,
+        index: int = 0,
     ) -> None:
         self.name = name
+        #: position among the listeners (stats blocks are indexed by it)
+        self.index = index
         self.loop = loop
         #: the loop's clock, kept as a bound method (cheaper per call)
         self.now: Callable[[], float] = loop.time
@@ -63,3 +67,8 @@ class ListenerContext:
         #: counters since start
         self.accepted = 0
         self.requests = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: requests answered by the proxy itself (400, 404, 413...)
+        self.local_counts = request_counts(1)
+        self.local_durations = Histogram()

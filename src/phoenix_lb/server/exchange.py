@@ -33,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from phoenix_lb.http.errors import CONTINUE, error_response
+from phoenix_lb.stats import count_index
 from phoenix_lb.http.request import RequestHead, build_upstream_head
 from phoenix_lb.http.response import (
     BODY_CHUNKED,
@@ -66,6 +67,10 @@ _CONNECT_ERROR, _CONNECT_TIMEOUT, _RESET, _TIMEOUT, _INVALID = (
 )
 
 
+# Retry reasons as metric label values (docs/metrics.md).
+_RETRY_LABELS: Final = {_CONNECT_TIMEOUT: "connect_timeout", _RESET: "reset"}
+
+
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -97,7 +102,7 @@ class Exchange:
         "status",
         "tried",
         "up",
-        "upstream_addr",
+        "last_server",
         "upstream_head",
         "upstream_started_at",
         "upstream_time",
@@ -136,7 +141,8 @@ class Exchange:
         self.started_at = 0.0
         self.upstream_started_at = 0.0
         self.upstream_time = -1.0
-        self.upstream_addr = ""
+        #: the server of the last attempt, for stats and the access log
+        self.last_server: Server | None = None
 
     # -- driven by the downstream connection ------------------------------------
 
@@ -194,7 +200,7 @@ class Exchange:
             up.abort()
         self._release_server()
         self.status = self.status or 499
-        self._log()
+        self._account()
 
     def on_client_timeout(self) -> None:
         """The client stopped sending its body."""
@@ -322,9 +328,14 @@ class Exchange:
             )
         self._release_server()
         if resend_ok and self._can_resend():
+            self._count_retry(_RETRY_LABELS.get(reason, "connect_error"))
             self._try_next(now)
         else:
             self._fail(504 if reason in (_TIMEOUT, _CONNECT_TIMEOUT) else 502, "")
+
+    def _count_retry(self, label: str) -> None:
+        retries = self.group.retries
+        retries[label] = retries.get(label, 0) + 1
 
     def _can_resend(self) -> bool:
         """Can the whole request (head and body so far) be sent again?"""
@@ -342,7 +353,7 @@ class Exchange:
         if server is not None:
             self.server = None
             server.in_flight -= 1
-            self.upstream_addr = server.address
+            self.last_server = server
 
     # -- driven by the upstream connection (ResponseSink) ------------------------
 
@@ -389,7 +400,7 @@ class Exchange:
         if server is not None:
             self.server = None
             server.in_flight -= 1
-            self.upstream_addr = server.address
+            self.last_server = server
             if conn is not None:
                 if reusable and self.body_done:
                     server.pool.release(conn, down.ctx.now())
@@ -398,8 +409,7 @@ class Exchange:
             if server.passive.fails:
                 server.on_success()
         self.finished = True
-        if down.ctx.access_log is not None:
-            down.ctx.access_log.log(self)
+        self._account()
         down.exchange_done(self, self.keep_alive and self.body_done)
 
     def on_upstream_lost(self, got_response_bytes: bool) -> None:
@@ -430,6 +440,7 @@ class Exchange:
                 server.address,
             )
             self.reused = False
+            self._count_retry("stale_connection")
             self._connect(server)
             return
         self._attempt_failed(server, _RESET, resend_ok=idempotent)
@@ -503,16 +514,29 @@ class Exchange:
     def _abort_client(self) -> None:
         self.finished = True
         self.keep_alive = False
-        self._log()
+        self._account()
         self.down.abort()
 
     def _finish(self) -> None:
         self.finished = True
-        self._log()
+        self._account()
         self.down.exchange_done(self, self.keep_alive and self.body_done)
 
-    def _log(self) -> None:
-        access_log = self.down.ctx.access_log
+    def _account(self) -> None:
+        """Stats and access log for the finished request (runs once per request)."""
+        ctx = self.down.ctx
+        elapsed = ctx.now() - self.started_at
+        index = count_index(ctx.index, self.head.method, self.status)
+        server = self.last_server
+        if server is not None:
+            server.counts[index] += 1
+            if self.upstream_time >= 0.0:
+                server.response_time.observe(self.upstream_time)
+        else:
+            self.group.counts[index] += 1
+        self.group.durations[ctx.index].observe(elapsed)
+        ctx.bytes_out += self.bytes_out
+        access_log = ctx.access_log
         if access_log is not None:
             access_log.log(self)
 
@@ -536,7 +560,7 @@ class Exchange:
             "request_length": self.body_received,
             "request_time": round(loop_now - self.started_at, 3),
             "upstream": self.group.name,
-            "upstream_addr": self.upstream_addr,
+            "upstream_addr": self.last_server.address if self.last_server else "",
             "upstream_response_time": round(self.upstream_time, 3)
             if self.upstream_time >= 0
             else None,
@@ -580,6 +604,8 @@ class LocalResponse:
     def start(self) -> None:
         down = self.down
         keep_alive = not self.close and self.body_done
+        ctx = down.ctx
+        ctx.local_counts[count_index(0, b"", self.status)] += 1
         down.write(
             error_response(
                 self.status,

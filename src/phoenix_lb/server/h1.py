@@ -167,6 +167,7 @@ class H1Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return
+        self.ctx.bytes_in += len(data)
         phase = self._phase
         if phase == _IDLE:
             # The first bytes of a request (pipelined requests after the

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from phoenix_lb.balancing.base import Peer
 from phoenix_lb.health.passive import PassiveHealth
+from phoenix_lb.stats import Histogram, request_counts
 
 if TYPE_CHECKING:
     from phoenix_lb.upstream.pool import ConnectionPool
@@ -22,7 +23,20 @@ class Server(Peer):
 
     pool: ConnectionPool  # set by the runtime that opens connections
 
-    __slots__ = ("address", "failures", "host", "passive", "pool", "port", "requests", "upstream")
+    __slots__ = (
+        "address",
+        "counts",
+        "ejections",
+        "failures",
+        "host",
+        "passive",
+        "pool",
+        "port",
+        "requests",
+        "response_time",
+        "sticky_ok",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -35,6 +49,7 @@ class Server(Peer):
         weight: int = 1,
         max_fails: int = 1,
         fail_timeout: float = 10.0,
+        listeners: int = 1,
     ) -> None:
         super().__init__(index, weight, max_fails)
         self.upstream = upstream
@@ -43,7 +58,16 @@ class Server(Peer):
         self.host = host
         self.port = port
         self.passive = PassiveHealth(max_fails, fail_timeout)
+        #: clients pinned by a sticky cookie may still come (draining allows it)
+        self.sticky_ok = True
+        #: attempts sent here (retries included)
         self.requests = 0
+        #: finished requests by [listener][method][status class] (stats.py)
+        self.counts = request_counts(listeners)
+        #: time to the response head
+        self.response_time = Histogram()
+        #: times passive failure accounting took it out
+        self.ejections = 0
         self.failures = 0
 
     def on_selected(self, now: float) -> None:
@@ -57,6 +81,8 @@ class Server(Peer):
         self.failures += 1
         out = self.passive.on_failure(now)
         self.rest_until = self.passive.rest_until
+        if out:
+            self.ejections += 1
         return out
 
     def on_success(self) -> None:

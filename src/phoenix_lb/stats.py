@@ -1,0 +1,82 @@
+"""Request statistics kept as plain counters on the request path.
+
+Nothing here formats or locks: a finished request adds to a few integer
+lists held by the objects it already touched (its listener context, its
+upstream group, its server).  The control plane reads them when Prometheus
+scrapes (``admin/metrics.py``), sums them over worker processes and renders
+the text format; per-request cost stays a handful of list increments.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Methods counted by name; anything else is "other" (an unbounded label
+# set would let clients grow the metrics without limit).
+METHOD_NAMES: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other")
+METHOD_INDEX: Final[dict[bytes, int]] = {
+    name.encode(): i for i, name in enumerate(METHOD_NAMES[:-1])
+}
+N_METHODS: Final = len(METHOD_NAMES)
+# Status classes 1xx..5xx.
+CODE_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+N_CLASSES: Final = 5
+
+# Histogram bucket upper bounds in seconds: Prometheus' defaults plus the
+# long tail a proxy with 60 s timeouts needs.
+BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+N_BUCKETS: Final = len(BUCKETS) + 1  # the last one is +Inf
+
+
+def bucket_index(seconds: float) -> int:
+    """Index of the first bucket whose bound is >= ``seconds`` (binary search)."""
+    if seconds <= 0.1:
+        if seconds <= 0.01:
+            return 0 if seconds <= 0.005 else 1
+        if seconds <= 0.025:
+            return 2
+        return 3 if seconds <= 0.05 else 4
+    if seconds <= 2.5:
+        if seconds <= 0.25:
+            return 5
+        if seconds <= 0.5:
+            return 6
+        return 7 if seconds <= 1.0 else 8
+    if seconds <= 10.0:
+        return 9 if seconds <= 5.0 else 10
+    if seconds <= 30.0:
+        return 11
+    return 12 if seconds <= 60.0 else 13
+
+
+class Histogram:
+    """Non-cumulative bucket counts and a sum (made cumulative when rendered)."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * N_BUCKETS
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bucket_index(seconds)] += 1
+        self.total += seconds
+
+    def to_wire(self) -> list[float]:
+        """Counts then the sum, for the control channel."""
+        return [float(c) for c in self.counts] + [self.total]
+
+
+def request_counts(listeners: int) -> list[int]:
+    """A zeroed [listener][method][class] counter block."""
+    return [0] * (listeners * N_METHODS * N_CLASSES)
+
+
+def count_index(listener: int, method: bytes, status: int) -> int:
+    """Offset of (listener, method, status class) in a ``request_counts`` block."""
+    code = status // 100 - 1
+    if code < 0:
+        code = 0
+    elif code > 4:
+        code = 4
+    return (listener * N_METHODS + METHOD_INDEX.get(method, N_METHODS - 1)) * N_CLASSES + code
