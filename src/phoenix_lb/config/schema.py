@@ -19,12 +19,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
 from phoenix_lb.config.units import parse_duration, parse_size
+from phoenix_lb.health.probe import check_send, parse_expect_item
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -142,6 +146,87 @@ class ServerConfig(_Model):
         return value
 
 
+ExpectItem = Annotated[str, BeforeValidator(parse_expect_item)]
+
+
+class HealthCheckConfig(_Model):
+    """Active health checks of an upstream's servers (nginx_upstream_check_module's ``check``).
+
+    Each server is probed every ``interval``; ``fall`` failed probes in a row
+    stop new requests to it (requests in flight finish), ``rise`` good probes
+    in a row bring it back.  Every change is logged once with its reason.
+    """
+
+    type: Literal["http", "tcp"] = Field(
+        "http",
+        description="http: connect, write send, read the status line and compare it with "
+        "expect; tcp: a completed connect is a success.",
+    )
+    interval: Duration = Field(
+        3.0,
+        ge=0.1,
+        description="Between two probes of one server, +-10% so that servers are not probed "
+        "in lockstep; the first probe waits a random part of it.",
+    )
+    timeout: Duration = Field(
+        1.0,
+        gt=0.0,
+        description="Bounds one probe: connect, send and status line. At most interval.",
+    )
+    rise: StrictInt = Field(
+        2, ge=1, le=100, description="Good probes in a row that bring a down server back."
+    )
+    fall: StrictInt = Field(
+        5, ge=1, le=100, description="Failed probes in a row that take an up server out."
+    )
+    send: str = Field(
+        "HEAD /health HTTP/1.0\\r\\n\\r\\n",
+        description="http: the raw request, with \\r\\n escapes (quoted or not); a request "
+        "head ending with a blank line. HTTP/1.1 needs a Host field.",
+    )
+    expect: list[ExpectItem] = Field(
+        ["2xx", "3xx"],
+        min_length=1,
+        description="http: status classes (2xx) or codes (200) counted as healthy.",
+    )
+    initial_state: Literal["up", "down"] = Field(
+        "up",
+        description="State before the first probes: up takes traffic at once; down "
+        "(nginx_upstream_check's default_down) waits for rise good probes. A server whose "
+        "name does not resolve starts down.",
+    )
+    port: StrictInt | None = Field(
+        None, ge=1, le=65535, description="Probe this port instead of the server's own."
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _check_timeout(cls, value: float, info: ValidationInfo) -> float:
+        # Probes of one server run one after the other, so a timeout longer
+        # than the interval would stretch the interval and break the promise
+        # that a dead server is out within fall x interval.  Equal is allowed
+        # (keepalived-style 1s/1s).
+        interval = info.data.get("interval")
+        if interval is not None and value > interval:
+            raise ValueError(
+                f"timeout ({value:g}s) must not exceed interval ({interval:g}s): probes of "
+                "a server do not overlap, so a longer timeout would stretch the interval "
+                "and delay marking a dead server down"
+            )
+        return value
+
+    @field_validator("send", "expect")
+    @classmethod
+    def _check_http_only(cls, value: object, info: ValidationInfo) -> object:
+        # Only runs for keys written in the file (defaults are not validated).
+        if info.data.get("type") == "tcp":
+            raise ValueError("type tcp only connects; use type http to send a request")
+        if info.field_name == "send":
+            assert isinstance(value, str)
+            check_send(value)
+        return value
+
+
 class UpstreamConfig(_Model):
     """A named group of servers that routes send requests to."""
 
@@ -160,6 +245,16 @@ class UpstreamConfig(_Model):
         1000, ge=1, description="Requests sent over one upstream connection before it is retired."
     )
     servers: list[ServerConfig] = Field(min_length=1, description="The servers of the group.")
+    health_check: HealthCheckConfig | None = Field(
+        None, description="Active health checks; unset: passive checks only."
+    )
+    resolve_interval: Duration = Field(
+        30.0,
+        ge=1.0,
+        description="How often server host names are resolved again, so a server that moved "
+        "gets traffic at its new address. A name that never resolved keeps its server down; "
+        "one that stops resolving keeps its last address.",
+    )
 
 
 class RouteConfig(_Model):
@@ -255,6 +350,307 @@ class ErrorLogConfig(_Model):
     )
 
 
+# -- high availability (keepalived) ----------------------------------------
+
+# The seed's example VRRP password; it is published, so it protects nothing.
+PLACEHOLDER_VRRP_SECRETS = frozenset({"phoenix123", "phoenix1"})
+
+# Keys people write when they try to put the VRRP secret into the YAML.
+_INLINE_SECRET_KEYS = ("auth_pass", "pass", "password", "secret")
+
+# Linux interface names are at most 15 bytes (IFNAMSIZ 16 with the NUL).
+_IFNAME = re.compile(r"[^\s/:]{1,15}")
+
+
+class HaAuthConfig(_Model):
+    """VRRP authentication (VRRPv2 only); the secret itself is never written in this file."""
+
+    # VRRPv3 (RFC 5798) has no authentication: isolate the VRRP network instead.
+    # docs/ha.md explains the trade-off between none, pass and ah.
+
+    type: Literal["none", "pass", "ah"] = Field(
+        "none",
+        description="none (VRRPv3, or a VRRP network nobody else can reach), pass (VRRPv2 "
+        "plain-text password, visible to anyone on the segment) or ah (VRRPv2 IPsec AH "
+        "HMAC; keepalived's AH is non-standard, use only between keepalived nodes).",
+    )
+    secret_file: str | None = Field(
+        None,
+        description="File whose content (one line) is the 8-character secret; must not be "
+        "group or world readable (chmod 600). Relative to the config file's directory. "
+        "Left out of config backups unless asked.",
+        json_schema_extra={"backup": "secret"},
+    )
+    secret_env: str | None = Field(
+        None,
+        description="Name of an environment variable holding the 8-character secret, read "
+        "by phoenix-lb ha keepalived.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secret(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in _INLINE_SECRET_KEYS:
+                if key in data:
+                    raise ValueError(
+                        f"{key}: the VRRP secret is never read from the config file; put it "
+                        "in a file readable only by root (secret_file) or in an environment "
+                        "variable (secret_env)"
+                    )
+        return data
+
+    @field_validator("secret_env")
+    @classmethod
+    def _check_env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _check_source(self) -> HaAuthConfig:
+        sources = [s for s in (self.secret_file, self.secret_env) if s is not None]
+        if self.type == "none" and sources:
+            raise ValueError("type none takes no secret_file or secret_env")
+        if self.type != "none" and len(sources) != 1:
+            raise ValueError(f"type {self.type} needs exactly one of secret_file or secret_env")
+        return self
+
+
+class HaConfig(_Model):
+    """This node's half of a keepalived VRRP pair (`phoenix-lb ha keepalived`, docs/ha.md)."""
+
+    # Both nodes share virtual_router_id, virtual_ips and vrrp_version and differ
+    # in priority (and in peers and unicast_src_ip).
+
+    interface: str = Field(description="Interface VRRP runs on and the virtual IPs are added to.")
+    virtual_router_id: StrictInt = Field(
+        ge=1, le=255, description="VRRP router id, the same on both nodes, unique on the network."
+    )
+    priority: StrictInt = Field(
+        100,
+        ge=1,
+        le=254,
+        description="Higher wins the election; give the primary about 50 more than the "
+        "secondary (255, address owner, is left to routers).",
+    )
+    state: Literal["MASTER", "BACKUP"] = Field(
+        "BACKUP",
+        description="Initial state only; priority decides who becomes master. MASTER skips "
+        "the 3-advert wait at start but rules out preempt: false and preempt_delay.",
+    )
+    peers: list[str] = Field(
+        [],
+        description="Unicast VRRP: the other nodes' addresses. Empty: multicast to "
+        "224.0.0.18 (IPv4) / ff02::12 (IPv6).",
+    )
+    unicast_src_ip: str | None = Field(
+        None, description="Source address of unicast adverts (default: the interface's)."
+    )
+    virtual_ips: list[str] = Field(
+        min_length=1,
+        description="Virtual IPs with prefix length (192.168.1.10/24), all of one family.",
+    )
+    vrrp_version: Literal[2, 3] = Field(
+        3, description="3 (RFC 5798, IPv4 and IPv6, no authentication) or 2 (RFC 3768)."
+    )
+    advert_interval: Duration = Field(
+        1.0,
+        description="Between adverts; a backup takes over after 3 missed ones. VRRPv2: "
+        "whole seconds; VRRPv3: 10ms steps up to 40.95s.",
+    )
+    preempt: StrictBool = Field(
+        True,
+        description="A higher-priority node that comes back takes the virtual IPs back. "
+        "false (nopreempt) needs state: BACKUP.",
+    )
+    preempt_delay: Duration = Field(
+        0.0,
+        le=1000.0,
+        description="How long a returning higher-priority node waits before taking over "
+        "(needs state: BACKUP).",
+    )
+    auth: HaAuthConfig = Field(default_factory=HaAuthConfig)  # type: ignore[arg-type]
+    health_url: str | None = Field(
+        None,
+        description="URL the VRRP check GETs; 200 keeps this node eligible. Default: the "
+        "admin listener's /health (http://127.0.0.1:9000/health).",
+    )
+    check_interval: Duration = Field(
+        1.0, ge=1.0, description="Between two health checks (keepalived: whole seconds)."
+    )
+    check_timeout: Duration = Field(
+        1.0, gt=0.0, description="How long one health check may take before it counts as failed."
+    )
+    check_fall: StrictInt = Field(
+        2, ge=1, description="Failed checks in a row that make this node give up the virtual IPs."
+    )
+    check_rise: StrictInt = Field(
+        2, ge=1, description="Passed checks in a row that make this node eligible again."
+    )
+    notify: str | None = Field(
+        None,
+        description="Script keepalived runs on every state change, with its four arguments "
+        "(INSTANCE, name, MASTER/BACKUP/FAULT/STOP, priority).",
+    )
+    state_file: str | None = Field(
+        None,
+        description="File where keepalived records this node's VRRP state, read by "
+        "phoenix-lb ha status.",
+        json_schema_extra={"backup": "output"},
+    )
+
+    @field_validator("interface")
+    @classmethod
+    def _check_interface(cls, value: str) -> str:
+        if not _IFNAME.fullmatch(value) or value in (".", ".."):
+            raise ValueError(f"{value!r} is not a network interface name (at most 15 characters)")
+        return value
+
+    @field_validator("virtual_ips")
+    @classmethod
+    def _check_vips(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        families: set[int] = set()
+        for text in value:
+            if "/" not in text:
+                raise ValueError(
+                    f"virtual IP {text!r}: write the prefix length, e.g. {text}/24 "
+                    "(keepalived would add it as a /32 host address)"
+                )
+            try:
+                vip = ipaddress.ip_interface(text)
+            except ValueError:
+                raise ValueError(f"virtual IP {text!r} is not an address/prefix") from None
+            if str(vip.ip) in seen:
+                raise ValueError(f"virtual IP {vip.ip} is listed twice")
+            seen.add(str(vip.ip))
+            families.add(vip.version)
+        if len(families) > 1:
+            raise ValueError("virtual IPs must all be IPv4 or all IPv6 (one VRRP instance each)")
+        return value
+
+    @field_validator("peers")
+    @classmethod
+    def _check_peers(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for text in value:
+            try:
+                peer = ipaddress.ip_address(text)
+            except ValueError:
+                raise ValueError(f"peer {text!r} is not an IP address") from None
+            if str(peer) in seen:
+                raise ValueError(f"peer {peer} is listed twice")
+            seen.add(str(peer))
+        return value
+
+    @field_validator("unicast_src_ip")
+    @classmethod
+    def _check_src(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+    @field_validator("notify", "state_file")
+    @classmethod
+    def _check_absolute(cls, value: str | None) -> str | None:
+        # keepalived runs these from / as root; a relative path would not be found.
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r}: write an absolute path (keepalived runs from /)")
+        return value
+
+    @field_validator("health_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"{value!r}: expected an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> HaConfig:
+        # Each reason says what keepalived would do otherwise: it accepts most of
+        # these silently and behaves differently from what the file says.
+        vip_version = ipaddress.ip_interface(self.virtual_ips[0]).version
+        if vip_version == 6 and self.vrrp_version == 2:
+            raise ValueError("IPv6 virtual IPs need vrrp_version: 3 (VRRPv2 is IPv4 only)")
+        addresses = [*self.peers, *([self.unicast_src_ip] if self.unicast_src_ip else [])]
+        for text in addresses:
+            if ipaddress.ip_address(text).version != vip_version:
+                raise ValueError(
+                    f"{text} is IPv{6 if vip_version == 4 else 4}, the virtual IPs are "
+                    f"IPv{vip_version}: VRRP adverts and virtual IPs share one family"
+                )
+        if self.unicast_src_ip is not None and not self.peers:
+            raise ValueError("unicast_src_ip needs peers (without peers VRRP uses multicast)")
+        if self.unicast_src_ip is not None and self.unicast_src_ip in self.peers:
+            raise ValueError(f"unicast_src_ip {self.unicast_src_ip} is also listed in peers")
+        if self.vrrp_version == 2:
+            if self.advert_interval != int(self.advert_interval) or not (
+                1 <= self.advert_interval <= 255
+            ):
+                raise ValueError("advert_interval: VRRPv2 takes whole seconds from 1s to 255s")
+        elif not (0.01 <= self.advert_interval <= 40.95) or (
+            abs(self.advert_interval * 100 - round(self.advert_interval * 100)) > 1e-6
+        ):
+            raise ValueError("advert_interval: VRRPv3 takes 10ms steps from 10ms to 40.95s")
+        if self.vrrp_version == 3 and self.auth.type != "none":
+            raise ValueError(
+                f"auth type {self.auth.type}: VRRPv3 has no authentication (RFC 5798 removed "
+                "it); use type none and keep the VRRP network isolated, or vrrp_version: 2"
+            )
+        if not self.preempt and self.state == "MASTER":
+            raise ValueError(
+                "preempt: false needs state: BACKUP: keepalived ignores nopreempt when the "
+                "initial state is MASTER; set state: BACKUP on both nodes and let priority "
+                "pick the first master"
+            )
+        if self.preempt_delay and self.state == "MASTER":
+            raise ValueError(
+                "preempt_delay needs state: BACKUP: keepalived ignores it when the initial "
+                "state is MASTER"
+            )
+        if self.preempt_delay and not self.preempt:
+            raise ValueError("preempt_delay has no effect with preempt: false")
+        if self.check_interval != int(self.check_interval):
+            raise ValueError("check_interval: keepalived runs checks every whole number of seconds")
+        return self
+
+
+class AdminConfig(_Model):
+    """The admin listener: /metrics, /nginx_status, /health, /status and the /api control API."""
+
+    bind: str = Field(
+        "127.0.0.1:9000",
+        description="Address of the admin listener; loopback by default. A non-loopback "
+        "address requires auth_token_file.",
+    )
+    auth_token_file: str | None = Field(
+        None,
+        description="File holding a bearer token required on every admin request but "
+        "GET /health (relative to the config file's directory; not group or world readable).",
+    )
+
+    @field_validator("bind")
+    @classmethod
+    def _check_bind(cls, value: str) -> str:
+        split_host_port(value, default_host="127.0.0.1", allow_port_zero=True)
+        return value
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> AdminConfig:
+        host, _ = split_host_port(self.bind, default_host="127.0.0.1", allow_port_zero=True)
+        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        if not loopback and self.auth_token_file is None:
+            raise ValueError(
+                f"bind {self.bind} is not loopback: set auth_token_file so that the control "
+                "API is not open to the network"
+            )
+        return self
+
+
 class PhoenixConfig(_Model):
     """The whole configuration file."""
 
@@ -270,6 +666,27 @@ class PhoenixConfig(_Model):
     shutdown_timeout: Duration = Field(
         30.0,
         description="On SIGTERM/SIGINT, how long in-flight requests may take to finish.",
+    )
+    ha: HaConfig | None = Field(
+        None, description="High availability with keepalived (VRRP); see docs/ha.md."
+    )
+    admin: AdminConfig | None = Field(
+        default_factory=AdminConfig,  # type: ignore[arg-type]
+        description="The admin listener (null disables it).",
+    )
+    worker_connections: StrictInt = Field(
+        16384,
+        ge=1,
+        description="Concurrent client connections per worker (nginx worker_connections); "
+        "further connections wait in the listen backlog.",
+    )
+    worker_rlimit_nofile: StrictInt = Field(
+        65535, ge=64, description="Open files limit to raise to at start (RLIMIT_NOFILE)."
+    )
+    listen_backlog: StrictInt = Field(
+        65535,
+        ge=1,
+        description="Listen queue length asked of the kernel (capped by net.core.somaxconn).",
     )
 
     @field_validator("workers", mode="before")

@@ -1,1 +1,2 @@
-"""Server health: passive failure accounting now; active checks plug in here."""
+"""Server health: the rise/fall state machine (``state``), active checks (``probe``
+rules, ``checker`` tasks) and passive failure accounting (``passive``)."""

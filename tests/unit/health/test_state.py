@@ -6,7 +6,8 @@ def test_falls_after_fall_failures_and_rises_after_rise_successes() -> None:
     assert s.record(False, "timeout", 1.0) is None
     assert s.record(False, "timeout", 2.0) is None
     t = s.record(False, "status 503", 3.0)
-    assert t is not None and not t.up and t.reason == "status 503" and (t.old, t.new) == ("up", "down")
+    assert t is not None and not t.up and t.reason == "status 503"
+    assert (t.old, t.new) == ("up", "down")
     assert not s.up
     assert s.record(True, "status 200", 4.0) is None
     t = s.record(True, "status 200", 5.0)
