@@ -13,6 +13,11 @@ from phoenix_lb import __version__
 COMMAND_MODULES = [
     "phoenix_lb.commands.run",
     "phoenix_lb.commands.demo",
+    "phoenix_lb.commands.ctl",
+    "phoenix_lb.commands.gslb",
+    "phoenix_lb.commands.doctor",
+    "phoenix_lb.commands.configtool",
+    "phoenix_lb.commands.ha",
 ]
 
 

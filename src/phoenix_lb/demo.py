@@ -96,7 +96,7 @@ async def start_demo_backends(count: int = 3) -> list[tuple[str, asyncio.Server]
     return started
 
 
-def demo_config(backends: list[str], bind: str) -> PhoenixConfig:
+def demo_config(backends: list[str], bind: str, admin: str | None = None) -> PhoenixConfig:
     """The demo's configuration: one listener, least_conn over the backends."""
     return PhoenixConfig.model_validate(
         {
@@ -118,6 +118,7 @@ def demo_config(backends: list[str], bind: str) -> PhoenixConfig:
                 }
             },
             "access_log": {"path": "stdout", "format": "combined"},
+            "admin": {"bind": admin} if admin else None,
             "shutdown_timeout": "5s",
         }
     )

@@ -94,6 +94,9 @@ def make_config(
         },
         "access_log": access_log or {"format": "off"},
         "error_log": {"path": "stderr", "level": "warning"},
+        # Tests run side by side: no admin listener unless a test asks for one
+        # (the default 127.0.0.1:9000 would be shared).
+        "admin": None,
     }
     if timeouts:
         config["timeouts"] = dict(timeouts)

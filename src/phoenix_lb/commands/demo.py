@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 from phoenix_lb.commands.run import serve
 from phoenix_lb.config.schema import ErrorLogConfig
@@ -20,7 +21,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         backends = await start_demo_backends(3)
         addresses = [address for address, _ in backends]
         bind = f"{args.host}:{args.port}"
-        config = demo_config(addresses, bind)
+        admin = _free_admin_bind()
+        config = demo_config(addresses, bind, admin)
         url = f"http://{args.host}:{args.port}"
         message = (
             f"\nPhoenix LB demo: balancer on {url} in front of {len(addresses)} demo "
@@ -28,7 +30,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"Try:\n  curl -s {url}/            # repeat: least_conn spreads requests\n"
             f"  curl -s {url}/health\n"
             f"  curl -si {url}/ -H 'Connection: close'\n"
-            "Press Ctrl-C to stop.\n"
+            + (
+                f"Status page: http://{admin}/status   metrics: http://{admin}/metrics\n"
+                if admin
+                else ""
+            )
+            + "Press Ctrl-C to stop.\n"
         )
         try:
             return await serve(config, message)
@@ -40,6 +47,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+def _free_admin_bind() -> str | None:
+    """127.0.0.1:9000 for the admin listener if free (another instance may hold it)."""
+    probe = socket.socket()
+    try:
+        probe.bind(("127.0.0.1", 9000))
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return "127.0.0.1:9000"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

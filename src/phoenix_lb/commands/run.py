@@ -22,10 +22,10 @@ log = logging.getLogger("phoenix_lb")
 WANTED_NOFILE = 65535
 
 
-def raise_nofile_limit() -> None:
-    """Raise RLIMIT_NOFILE toward WANTED_NOFILE, or say in the log why not."""
+def raise_nofile_limit(wanted: int = WANTED_NOFILE) -> None:
+    """Raise RLIMIT_NOFILE toward ``wanted`` (worker_rlimit_nofile), or say in the log why not."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = WANTED_NOFILE if hard == resource.RLIM_INFINITY else min(WANTED_NOFILE, hard)
+    want = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft >= want:
         return
     try:
@@ -33,9 +33,9 @@ def raise_nofile_limit() -> None:
     except (ValueError, OSError) as exc:
         log.warning("open files limit stays at %d (wanted %d): %s", soft, want, exc)
         return
-    if want < WANTED_NOFILE:
+    if want < wanted:
         log.warning(
-            "open files limit raised to the hard limit %d, below the wanted %d", want, WANTED_NOFILE
+            "open files limit raised to the hard limit %d, below the wanted %d", want, wanted
         )
 
 
@@ -52,33 +52,88 @@ def hot_path_build() -> str:
     return "compiled" if not h1.__file__.endswith(".py") else "pure"
 
 
-async def serve(config: PhoenixConfig, ready_message: str | None = None) -> int:
-    """Run the proxy on the current loop until SIGTERM/SIGINT; graceful stop."""
-    from phoenix_lb.server.runtime import Runtime
+async def serve(
+    config: PhoenixConfig,
+    ready_message: str | None = None,
+    *,
+    config_path: str | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (graceful) or SIGQUIT (immediate).
+
+    SIGHUP reloads the config file; SIGUSR1 reopens log files.  With
+    ``workers: 1`` everything runs in this process; otherwise this process is
+    the master and the workers serve requests.
+    """
+    from phoenix_lb.control.master import WorkerPool, worker_count
+    from phoenix_lb.control.notify import sd_notify
+    from phoenix_lb.control.plane import ControlPlane, DataPlane, LocalDataPlane
 
     loop = asyncio.get_running_loop()
-    runtime = Runtime(config, loop)
+    data_plane: DataPlane
+    plane: ControlPlane | None = None
+
+    def worker_died(last: object) -> None:
+        if plane is not None:
+            plane.note_dead_worker(last if isinstance(last, dict) else None)
+
+    if worker_count(config) == 1:
+        data_plane = LocalDataPlane(loop)
+    else:
+        data_plane = WorkerPool(loop, on_worker_death=worker_died)
+    plane = ControlPlane(loop, config, data_plane, config_path=config_path)
     try:
-        await runtime.start()
-    except OSError as exc:
-        log.error("cannot listen: %s", exc)
-        await runtime.stop(0)
+        await plane.start()
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        await plane.stop(0, graceful=False)
         return 1
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    graceful = True
+
+    def on_stop(immediate: bool) -> None:
+        nonlocal graceful
+        graceful = graceful and not immediate
+        stop.set()
+
+    async def on_reload() -> None:
+        sd_notify("RELOADING=1")
+        result = await plane.reload()
+        sd_notify("READY=1")
+        if result.ok:
+            log.info("reload done")
+
+    def on_reopen() -> None:
+        current = plane.config
+        setup_error_log(current.error_log, prefix="master" if data_plane.workers > 1 else "")
+        data_plane.reopen_logs()
+        log.info("log files reopened")
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop, False)
+    loop.add_signal_handler(signal.SIGINT, on_stop, False)
+    loop.add_signal_handler(signal.SIGQUIT, on_stop, True)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_reload()))
+    loop.add_signal_handler(signal.SIGUSR1, on_reopen)
     log.info(
-        "phoenix-lb %s started (%s, %s hot path, pid %d)",
+        "phoenix-lb %s started (%s, %s hot path, %d worker%s, pid %d)",
         __version__,
         loop_name(),
         hot_path_build(),
+        data_plane.workers,
+        "" if data_plane.workers == 1 else "s",
         os.getpid(),
     )
+    sd_notify(f"READY=1\nMAINPID={os.getpid()}")
     if ready_message:
         print(ready_message, flush=True)
     await stop.wait()
-    log.info("shutting down: finishing in-flight requests (up to %gs)", config.shutdown_timeout)
-    await runtime.stop(config.shutdown_timeout)
+    sd_notify("STOPPING=1")
+    if graceful:
+        log.info(
+            "shutting down: finishing in-flight requests (up to %gs)", plane.config.shutdown_timeout
+        )
+    else:
+        log.info("shutting down now (SIGQUIT)")
+    await plane.stop(plane.config.shutdown_timeout, graceful=graceful)
     log.info("stopped")
     return 0
 
@@ -89,15 +144,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_config_errors(exc)
         return 1
-    setup_error_log(config.error_log)
-    if config.workers != 1:
-        log.warning(
-            "workers: %s requested; this build runs a single worker process", config.workers
-        )
-    raise_nofile_limit()
+    from phoenix_lb.control.master import worker_count
+
+    setup_error_log(config.error_log, prefix="master" if worker_count(config) > 1 else "")
+    raise_nofile_limit(config.worker_rlimit_nofile)
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(serve(config))
+        return loop.run_until_complete(serve(config, config_path=args.config))
     finally:
         loop.close()
 

@@ -33,7 +33,6 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from phoenix_lb.http.errors import CONTINUE, error_response
-from phoenix_lb.stats import count_index
 from phoenix_lb.http.request import RequestHead, build_upstream_head
 from phoenix_lb.http.response import (
     BODY_CHUNKED,
@@ -43,6 +42,7 @@ from phoenix_lb.http.response import (
     body_mode,
     build_client_head,
 )
+from phoenix_lb.stats import count_index
 
 if TYPE_CHECKING:
     from phoenix_lb.server.h1 import H1Connection
@@ -89,6 +89,7 @@ class Exchange:
         "head",
         "keep_alive",
         "last_error",
+        "last_server",
         "mode",
         "out",
         "pending",
@@ -102,7 +103,6 @@ class Exchange:
         "status",
         "tried",
         "up",
-        "last_server",
         "upstream_head",
         "upstream_started_at",
         "upstream_time",

@@ -103,6 +103,7 @@ class H1Connection(asyncio.Protocol):
         "_active",
         "_first_chunk",
         "_head_bytes",
+        "_on_close",
         "_parsing",
         "_paused",
         "_phase",
@@ -122,8 +123,10 @@ class H1Connection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, ctx: ListenerContext) -> None:
+    def __init__(self, ctx: ListenerContext, on_close: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
+        #: told when the connection is gone (the runtime counts connections)
+        self._on_close = on_close
         self.loop = ctx.loop
         self.transport: asyncio.Transport | None = None
         self.builder = RequestHeadBuilder(ctx.max_headers, ctx.max_header_bytes)
@@ -213,6 +216,10 @@ class H1Connection(asyncio.Protocol):
         self.closing = True
         self.deadline.cancel()
         self.ctx.connections.discard(self)
+        on_close = self._on_close
+        if on_close is not None:
+            self._on_close = None
+            on_close()
         active = self._active
         self._active = None
         self._parsing = None
@@ -244,6 +251,7 @@ class H1Connection(asyncio.Protocol):
             return
         parser = self.parser
         ctx = self.ctx
+        ctx.requests += 1
         method = parser.get_method()
         # httptools formats the version as a new string per call; when the
         # request line is at hand, read it from there (llhttp validated it).
@@ -385,6 +393,12 @@ class H1Connection(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+    def stub_state(self) -> int:
+        """nginx stub_status state: 0 reading a request, 1 writing a response, 2 waiting."""
+        if self._active is not None:
+            return 1
+        return 2 if self._phase == _IDLE else 0
 
     def close_idle(self) -> bool:
         """Close if no request is in progress (graceful shutdown); True if closed."""

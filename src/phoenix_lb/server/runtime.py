@@ -1,55 +1,50 @@
-"""Builds the live proxy from a validated config and runs it on one event loop.
+"""The data plane of one process: groups, pools and listeners built from a config.
 
 Config models are turned into plain runtime objects once (servers, pools,
 groups, per-listener contexts) so that the request path never consults the
-config.  ``Runtime.stop()`` is graceful: listeners close, idle client
-connections close, in-flight requests get up to ``shutdown_timeout`` to
-finish.
+config.
+
+Listening sockets are either opened here (one process) or handed in (a
+worker gets its share of the master's sockets).  Connections are accepted by
+our own loop per socket so that ``worker_connections`` can hold new
+connections in the kernel's backlog instead of failing them, as nginx does.
+
+``reload(config)`` swaps in a new configuration without closing a socket:
+connections accepted from then on get the new listener context; those
+already open finish on the old one (and its groups and pools).
+
+State decided by the control plane (health, drain, resolved addresses)
+arrives through ``apply_server_state``; statistics leave through
+``stats_snapshot``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from phoenix_lb.accesslog import AccessLog, open_access_log
+from phoenix_lb.balancing import BalancerOptions
 from phoenix_lb.clock import HttpClock
-from phoenix_lb.config.schema import PhoenixConfig, split_host_port
+from phoenix_lb.config.schema import ListenerConfig, PhoenixConfig, split_host_port
 from phoenix_lb.server.context import ListenerContext
 from phoenix_lb.server.h1 import H1Connection
 from phoenix_lb.server.router import Router
+from phoenix_lb.server.sockets import listen_socket
 from phoenix_lb.upstream.group import UpstreamGroup
 from phoenix_lb.upstream.pool import ConnectionPool
 from phoenix_lb.upstream.server import Server
 
 log = logging.getLogger("phoenix_lb")
 
-# Listen backlog: the kernel caps it at net.core.somaxconn anyway (the seed's
-# 9.1 raises that to 65535), so ask for plenty.
-LISTEN_BACKLOG = 65535
 
-
-@dataclass
-class BoundListener:
-    """A listener's sockets and context once started."""
-
-    context: ListenerContext
-    servers: list[asyncio.Server] = field(default_factory=list)
-
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        """The (host, port) actually bound, port 0 resolved."""
-        out = []
-        for server in self.servers:
-            for sock in server.sockets:
-                name = sock.getsockname()
-                out.append((name[0], name[1]))
-        return out
-
-
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """True for an IPv4 or IPv6 literal."""
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
     except OSError:
@@ -57,22 +52,72 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+@dataclass
+class BoundListener:
+    """One configured listener: its sockets, accept loops and current context."""
+
+    name: str
+    context: ListenerContext
+    sockets: list[socket.socket] = field(default_factory=list)
+    #: the configured address of each socket (same order)
+    binds: list[str] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: contexts replaced by reloads whose connections are still open
+    retired: list[ListenerContext] = field(default_factory=list)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) actually bound, port 0 resolved."""
+        out = []
+        for sock in self.sockets:
+            name = sock.getsockname()
+            out.append((str(name[0]), int(name[1])))
+        return out
+
+    def all_contexts(self) -> list[ListenerContext]:
+        return [self.context, *self.retired]
+
+
 class Runtime:
     """The proxy built from one config: groups, pools, listeners."""
 
-    def __init__(self, config: PhoenixConfig, loop: asyncio.AbstractEventLoop) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: PhoenixConfig,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        sockets: Mapping[str, list[socket.socket]] | None = None,
+    ) -> None:
         self.loop = loop
         self.clock = HttpClock(loop)
-        self.access_log: AccessLog | None = open_access_log(
-            config.access_log.path, config.access_log.format
-        )
-        self.groups: dict[str, UpstreamGroup] = {}
+        #: pre-opened sockets per listener name (a worker's share), or None
+        self._given_sockets = sockets
         self.listeners: list[BoundListener] = []
-        self._build_groups()
+        self.config = config
+        self.access_log: AccessLog | None = None
+        self.groups: dict[str, UpstreamGroup] = {}
+        #: retired groups whose connections may still finish
+        self._old_groups: list[dict[str, UpstreamGroup]] = []
+        self._rng = random.Random()
+        self._stopping = False
+        self._capacity = asyncio.Event()
+        self._capacity.set()
+        self._connections = 0
+        self._last_state: dict[str, dict[str, dict[str, Any]]] = {}
+        self._configure(config)
 
-    def _build_groups(self) -> None:
-        for name, upstream in self.config.upstreams.items():
+    # -- building ------------------------------------------------------------
+
+    def _configure(self, config: PhoenixConfig) -> None:
+        self.config = config
+        self.access_log = open_access_log(config.access_log.path, config.access_log.format)
+        self.groups = self._build_groups(config)
+        self.worker_connections = config.worker_connections
+
+    def _build_groups(self, config: PhoenixConfig) -> dict[str, UpstreamGroup]:
+        listeners = len(config.listeners)
+        groups: dict[str, UpstreamGroup] = {}
+        for name, upstream in config.upstreams.items():
             servers = []
             for index, server_config in enumerate(upstream.servers):
                 host, port = split_host_port(server_config.address)
@@ -85,7 +130,11 @@ class Runtime:
                     weight=server_config.weight,
                     max_fails=server_config.max_fails,
                     fail_timeout=server_config.fail_timeout,
+                    listeners=listeners,
                 )
+                server.name = server_config.address
+                server.backup = bool(getattr(server_config, "backup", False))
+                server.slow_start = float(getattr(server_config, "slow_start", 0.0))
                 server.pool = ConnectionPool(
                     self.loop,
                     host,
@@ -93,17 +142,44 @@ class Runtime:
                     max_idle=upstream.keepalive,
                     idle_timeout=upstream.keepalive_timeout,
                     max_requests=upstream.keepalive_requests,
-                    read_timeout=self.config.timeouts.read,
-                    send_timeout=self.config.timeouts.send,
+                    read_timeout=config.timeouts.read,
+                    send_timeout=config.timeouts.send,
                 )
                 servers.append(server)
-            self.groups[name] = UpstreamGroup(name, servers, upstream.balance)
+            groups[name] = UpstreamGroup(
+                name,
+                servers,
+                upstream.balance,
+                BalancerOptions(self._rng),
+                listeners=listeners,
+            )
+        return groups
+
+    def _context(self, index: int, listener: ListenerConfig) -> ListenerContext:
+        routes = [(route.path, self.groups[route.upstream]) for route in listener.routes]
+        return ListenerContext(
+            name=listener.name,
+            loop=self.loop,
+            router=Router(routes),
+            timeouts=self.config.timeouts,
+            limits=self.config.limits,
+            clock=self.clock,
+            access_log=self.access_log,
+            server_name=listener.server_name,
+            logger=log,
+            index=index,
+        )
+
+    # -- running -------------------------------------------------------------
 
     async def resolve(self) -> None:
-        """Resolve server host names once; a name that fails marks its server down."""
+        """Resolve server host names once; a name that fails marks its server down.
+
+        (Used when no control plane re-resolves names, e.g. embedded tests.)
+        """
         for group in self.groups.values():
             for server in group.servers:
-                if _is_ip(server.host):
+                if is_ip(server.host):
                     continue
                 try:
                     infos = await self.loop.getaddrinfo(
@@ -120,58 +196,329 @@ class Runtime:
                     continue
                 server.pool.connect_host = str(infos[0][4][0])
 
-    async def start(self) -> None:
-        """Resolve names and open every listener."""
-        await self.resolve()
-        for listener in self.config.listeners:
-            routes = [(route.path, self.groups[route.upstream]) for route in listener.routes]
-            context = ListenerContext(
-                name=listener.name,
-                loop=self.loop,
-                router=Router(routes),
-                timeouts=self.config.timeouts,
-                limits=self.config.limits,
-                clock=self.clock,
-                access_log=self.access_log,
-                server_name=listener.server_name,
-                logger=log,
-            )
-            bound = BoundListener(context)
+    async def start(self, *, resolve: bool = True) -> None:
+        """Open (or adopt) every listener's sockets and start accepting."""
+        if resolve:
+            await self.resolve()
+        for index, listener in enumerate(self.config.listeners):
+            bound = BoundListener(listener.name, self._context(index, listener))
             self.listeners.append(bound)
-            for bind in listener.bind:
-                host, port = split_host_port(bind, default_host="0.0.0.0", allow_port_zero=True)
-                server = await self.loop.create_server(
-                    lambda ctx=context: H1Connection(ctx),
-                    host,
-                    port,
-                    family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                    backlog=LISTEN_BACKLOG,
-                    reuse_address=True,
+            if self._given_sockets is not None:
+                bound.sockets = list(self._given_sockets.get(listener.name, []))
+                bound.binds = list(listener.bind)
+            else:
+                for bind in listener.bind:
+                    self._open(bound, bind)
+            for sock in bound.sockets:
+                bound.tasks.append(self.loop.create_task(self._accept_loop(bound, sock)))
+
+    def _open(self, bound: BoundListener, bind: str) -> socket.socket:
+        host, port = split_host_port(bind, default_host="0.0.0.0", allow_port_zero=True)
+        sock = listen_socket(host, port, self.config.listen_backlog)
+        bound.sockets.append(sock)
+        bound.binds.append(bind)
+        log.info("listener %s: listening on %s", bound.name, bind)
+        return sock
+
+    async def _accept_loop(self, bound: BoundListener, sock: socket.socket) -> None:
+        loop = self.loop
+        while not self._stopping:
+            if self._connections >= self.worker_connections:
+                # Like nginx: stop accepting; new connections wait in the
+                # kernel's backlog until a slot frees.
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as exc:
+                if self._stopping:
+                    return
+                # EMFILE/ENFILE: out of descriptors; back off instead of spinning.
+                log.error("listener %s: accept failed: %s", bound.name, exc)
+                await asyncio.sleep(0.1)
+                continue
+            context = bound.context
+            try:
+                await loop.connect_accepted_socket(
+                    lambda ctx=context: self._new_connection(ctx),  # type: ignore[misc]
+                    conn,
                 )
-                bound.servers.append(server)
-                log.info("listener %s: listening on %s", listener.name, bind)
+            except OSError as exc:
+                conn.close()
+                log.debug("listener %s: connection setup failed: %s", bound.name, exc)
+
+    def _new_connection(self, context: ListenerContext) -> H1Connection:
+        self._connections += 1
+        return H1Connection(context, self._connection_closed)
+
+    def _connection_closed(self) -> None:
+        self._connections -= 1
+        if not self._capacity.is_set():
+            self._capacity.set()
+
+    # -- state from the control plane ----------------------------------------
+
+    def apply_server_state(self, state: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+        """Apply {upstream: {address: {accepting, sticky_ok, connect_host, recovered_at}}}."""
+        self._last_state = {u: {a: dict(v) for a, v in s.items()} for u, s in state.items()}
+        for groups in [self.groups, *self._old_groups]:
+            _apply(groups, state, self.loop.time())
+
+    # -- reload --------------------------------------------------------------
+
+    def reload(self, config: PhoenixConfig) -> None:
+        """Serve new connections with ``config``; open ones finish on the old one.
+
+        Listeners and addresses may come and go when this runtime owns its
+        sockets: removed addresses stop accepting first (their connections
+        drain), then new ones are bound.  A worker (given sockets) only
+        swaps contexts; the master replaces workers when addresses change.
+        Raises OSError when a new address cannot be bound; the old
+        configuration then keeps running.
+        """
+        wanted = {listener.name: list(listener.bind) for listener in config.listeners}
+        if self._given_sockets is not None:
+            current = {bound.name: bound.binds for bound in self.listeners}
+            if current != wanted:
+                raise ValueError("listener addresses changed: workers must be replaced")
+        else:
+            self._check_bindable(wanted)
+        old_groups = self.groups
+        old_log = self.access_log
+        old_config = self.config
+        self._configure(config)
+        _apply(self.groups, self._last_state, self.loop.time())
+        self._old_groups.append(old_groups)
+        if self._given_sockets is None:
+            self._rebind(wanted)
+        by_name = {bound.name: bound for bound in self.listeners}
+        listeners = []
+        for index, listener in enumerate(config.listeners):
+            bound = by_name[listener.name]
+            bound.retired.append(bound.context)
+            bound.context = self._context(index, listener)
+            listeners.append(bound)
+        self.listeners = listeners
+        self.loop.create_task(self._retire(old_groups, old_log))
+        del old_config
+
+    def _check_bindable(self, wanted: dict[str, list[str]]) -> None:
+        """Fail before changing anything if a new address is taken by another process."""
+        held = {bind for bound in self.listeners for bind in bound.binds}
+        for binds in wanted.values():
+            for bind in binds:
+                if bind in held:
+                    continue
+                host, port = split_host_port(bind, default_host="0.0.0.0", allow_port_zero=True)
+                probe = listen_socket(host, port, 1)
+                probe.close()
+
+    def _rebind(self, wanted: dict[str, list[str]]) -> None:
+        # Close what goes away first: an address may move between listeners.
+        for bound in list(self.listeners):
+            keep = wanted.get(bound.name, [])
+            for i in reversed(range(len(bound.sockets))):
+                if bound.binds[i] not in keep:
+                    bound.tasks[i].cancel()
+                    bound.sockets[i].close()
+                    log.info("listener %s: stopped listening on %s", bound.name, bound.binds[i])
+                    del bound.tasks[i], bound.sockets[i], bound.binds[i]
+            if bound.name not in wanted:
+                self.listeners.remove(bound)
+        by_name = {bound.name: bound for bound in self.listeners}
+        for index, (name, binds) in enumerate(wanted.items()):
+            target = by_name.get(name)
+            if target is None:
+                target = BoundListener(name, self._context(index, self.config.listeners[index]))
+                self.listeners.append(target)
+            for bind in binds:
+                if bind not in target.binds:
+                    sock = self._open(target, bind)
+                    target.tasks.append(self.loop.create_task(self._accept_loop(target, sock)))
+
+    async def _retire(self, groups: dict[str, UpstreamGroup], access_log: AccessLog | None) -> None:
+        """Close the old config's pools and log once its connections are gone."""
+        for group in groups.values():
+            for server in group.servers:
+                server.pool.close()
+        deadline = self.loop.time() + max(self.config.shutdown_timeout, 1.0)
+        while self.loop.time() < deadline:
+            busy = any(server.in_flight for group in groups.values() for server in group.servers)
+            if not busy:
+                break
+            await asyncio.sleep(0.2)
+        for group in groups.values():
+            for server in group.servers:
+                server.pool.close()
+        for bound in self.listeners:
+            bound.retired = [ctx for ctx in bound.retired if ctx.connections]
+        if groups in self._old_groups:
+            self._old_groups.remove(groups)
+        if access_log is not None and access_log is not self.access_log:
+            access_log.close()
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1: reopen the access log file (after logrotate moved it)."""
+        if self.access_log is not None:
+            self.access_log.reopen()
+
+    # -- stats ---------------------------------------------------------------
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """Counters of this process as plain JSON-able data (admin/metrics.py sums them)."""
+        listeners = []
+        for bound in self.listeners:
+            reading = writing = waiting = 0
+            accepted = requests = bytes_in = bytes_out = 0
+            local_counts: list[int] = []
+            local_durations: list[float] = []
+            for ctx in bound.all_contexts():
+                for conn in ctx.connections:
+                    state = conn.stub_state()
+                    if state == 0:
+                        reading += 1
+                    elif state == 1:
+                        writing += 1
+                    else:
+                        waiting += 1
+                accepted += ctx.accepted
+                requests += ctx.requests
+                bytes_in += ctx.bytes_in
+                bytes_out += ctx.bytes_out
+                local_counts = _add(local_counts, ctx.local_counts)
+                local_durations = _add_f(local_durations, ctx.local_durations.to_wire())
+            listeners.append(
+                {
+                    "name": bound.name,
+                    "reading": reading,
+                    "writing": writing,
+                    "waiting": waiting,
+                    "accepted": accepted,
+                    "requests": requests,
+                    "bytes_in": bytes_in,
+                    "bytes_out": bytes_out,
+                    "local_counts": local_counts,
+                    "local_durations": local_durations,
+                }
+            )
+        upstreams: dict[str, Any] = {}
+        for groups in [self.groups, *self._old_groups]:
+            for name, group in groups.items():
+                entry = upstreams.setdefault(
+                    name,
+                    {"counts": [], "durations": [], "retries": {}, "waiting": 0, "servers": {}},
+                )
+                entry["counts"] = _add(entry["counts"], group.counts)
+                durations = entry["durations"]
+                for li, hist in enumerate(group.durations):
+                    wire = hist.to_wire()
+                    if li < len(durations):
+                        durations[li] = _add_f(durations[li], wire)
+                    else:
+                        durations.append(wire)
+                for reason, count in group.retries.items():
+                    entry["retries"][reason] = entry["retries"].get(reason, 0) + count
+                for server in group.servers:
+                    pool = server.pool
+                    entry["waiting"] += pool.connecting
+                    item = entry["servers"].setdefault(
+                        server.address,
+                        {
+                            "counts": [],
+                            "response_time": [],
+                            "in_flight": 0,
+                            "idle": 0,
+                            "requests": 0,
+                            "failures": 0,
+                            "ejections": 0,
+                            "opened": 0,
+                        },
+                    )
+                    item["counts"] = _add(item["counts"], server.counts)
+                    item["response_time"] = _add_f(
+                        item["response_time"], server.response_time.to_wire()
+                    )
+                    item["in_flight"] += server.in_flight
+                    item["idle"] += len(pool.idle)
+                    item["requests"] += server.requests
+                    item["failures"] += server.failures
+                    item["ejections"] += server.ejections
+                    item["opened"] += pool.opened
+        return {"listeners": listeners, "upstreams": upstreams, "connections": self._connections}
+
+    # -- stopping ------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        """Stop taking new connections (the sockets stay open if they were given)."""
+        self._stopping = True
+        self._capacity.set()
+        for bound in self.listeners:
+            for task in bound.tasks:
+                task.cancel()
+            bound.tasks = []
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
-        for bound in self.listeners:
-            for server in bound.servers:
-                server.close()
-        for bound in self.listeners:
-            for conn in list(bound.context.connections):
+        self.stop_accepting()
+        contexts = [ctx for bound in self.listeners for ctx in bound.all_contexts()]
+        for ctx in contexts:
+            for conn in list(ctx.connections):
                 conn.close_idle()
         deadline = self.loop.time() + timeout
-        while self.loop.time() < deadline and any(
-            bound.context.connections for bound in self.listeners
-        ):
+        while self.loop.time() < deadline and any(ctx.connections for ctx in contexts):
             await asyncio.sleep(0.05)
-        for bound in self.listeners:
-            for conn in list(bound.context.connections):
+        for ctx in contexts:
+            for conn in list(ctx.connections):
                 conn.abort()
-            for server in bound.servers:
-                await server.wait_closed()
-        for group in self.groups.values():
-            for member in group.servers:
-                member.pool.close()
+        if self._given_sockets is None:
+            for bound in self.listeners:
+                for sock in bound.sockets:
+                    sock.close()
+        for groups in [self.groups, *self._old_groups]:
+            for group in groups.values():
+                for member in group.servers:
+                    member.pool.close()
         self.clock.stop()
         if self.access_log is not None:
             self.access_log.close()
+
+
+def _apply(
+    groups: Mapping[str, UpstreamGroup],
+    state: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    now: float,
+) -> None:
+    for upstream, servers in state.items():
+        group = groups.get(upstream)
+        if group is None:
+            continue
+        for server in group.servers:
+            item = servers.get(server.address)
+            if item is None:
+                continue
+            accepting = bool(item.get("accepting", True))
+            if accepting and not server.accepting:
+                server.mark_recovered(now)
+            server.accepting = accepting
+            server.sticky_ok = bool(item.get("sticky_ok", accepting))
+            host = item.get("connect_host")
+            if isinstance(host, str) and host and host != server.pool.connect_host:
+                # The name now points elsewhere (a pod moved): new connections
+                # go to the new address, idle ones to the old are dropped.
+                server.pool.connect_host = host
+                server.pool.flush_idle()
+
+
+def _add(into: list[int], other: list[int]) -> list[int]:
+    if not into:
+        return list(other)
+    return [a + b for a, b in zip(into, other, strict=False)]
+
+
+def _add_f(into: list[float], other: list[float]) -> list[float]:
+    if not into:
+        return list(other)
+    return [a + b for a, b in zip(into, other, strict=False)]

@@ -20,6 +20,7 @@ class ConnectionPool:
     """Idle keep-alive connections to one server, and how to open new ones."""
 
     __slots__ = (
+        "closed",
         "connect_host",
         "connecting",
         "idle",
@@ -59,6 +60,8 @@ class ConnectionPool:
         self.opened = 0
         #: connection attempts in progress
         self.connecting = 0
+        #: a reload retired this pool: connections coming back are closed
+        self.closed = False
 
     def acquire(self, now: float) -> UpstreamConnection | None:
         """An idle connection ready for a request, or None."""
@@ -81,7 +84,8 @@ class ConnectionPool:
         """Take back a connection whose response was read completely."""
         transport = conn.transport
         if (
-            len(self.idle) >= self.max_idle
+            self.closed
+            or len(self.idle) >= self.max_idle
             or conn.requests >= self.max_requests
             or transport is None
             or transport.is_closing()
@@ -122,8 +126,16 @@ class ConnectionPool:
         conn.send_timeout = self.send_timeout
         return conn
 
+    def flush_idle(self) -> None:
+        """Close the idle connections (the server's address changed); keep pooling."""
+        while self.idle:
+            conn = self.idle.pop()
+            conn.in_pool = False
+            conn.close()
+
     def close(self) -> None:
-        """Close every idle connection (shutdown, reload)."""
+        """Close every idle connection, and those released later (shutdown, reload)."""
+        self.closed = True
         while self.idle:
             conn = self.idle.pop()
             conn.in_pool = False

@@ -1,0 +1,1 @@
+"""The admin listener: metrics, stub_status, health, status page and control API."""

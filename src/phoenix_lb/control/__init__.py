@@ -1,0 +1,1 @@
+"""The control plane (state owner, admin API, reloads) and the worker processes."""
