@@ -50,6 +50,7 @@ COMPILED = [
     "src/phoenix_lb/server/exchange.py",
     "src/phoenix_lb/server/h1.py",
     "src/phoenix_lb/server/router.py",
+    "src/phoenix_lb/stats.py",
     "src/phoenix_lb/upstream/connection.py",
     "src/phoenix_lb/upstream/group.py",
     "src/phoenix_lb/upstream/pool.py",

@@ -408,6 +408,7 @@ upstreams:
     servers:
 {servers}
 access_log: {{format: "off"}}
+admin: null
 """
 
 

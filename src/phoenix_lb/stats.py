@@ -13,19 +13,44 @@ from typing import Final
 
 # Methods counted by name; anything else is "other" (an unbounded label
 # set would let clients grow the metrics without limit).
-METHOD_NAMES: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other")
+# (Tuples here are plain globals, not Final: mypyc would inline a Final
+# tuple and then refuse the expressions derived from it at import.)
+METHOD_NAMES: tuple[str, ...] = (
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "PATCH",
+    "OPTIONS",
+    "other",
+)
 METHOD_INDEX: Final[dict[bytes, int]] = {
     name.encode(): i for i, name in enumerate(METHOD_NAMES[:-1])
 }
-N_METHODS: Final = len(METHOD_NAMES)
+N_METHODS: Final = 8
 # Status classes 1xx..5xx.
-CODE_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+CODE_CLASSES: tuple[str, ...] = ("1xx", "2xx", "3xx", "4xx", "5xx")
 N_CLASSES: Final = 5
 
 # Histogram bucket upper bounds in seconds: Prometheus' defaults plus the
 # long tail a proxy with 60 s timeouts needs.
-BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-N_BUCKETS: Final = len(BUCKETS) + 1  # the last one is +Inf
+BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+N_BUCKETS: Final = 14  # len(BUCKETS) + 1: the last one is +Inf
 
 
 def bucket_index(seconds: float) -> int:

@@ -122,6 +122,9 @@ async def serve(
         "" if data_plane.workers == 1 else "s",
         os.getpid(),
     )
+    from phoenix_lb.gctune import settle
+
+    settle()
     sd_notify(f"READY=1\nMAINPID={os.getpid()}")
     if ready_message:
         print(ready_message, flush=True)

@@ -24,6 +24,7 @@ from typing import Any
 from phoenix_lb.config.schema import PhoenixConfig
 from phoenix_lb.control.channel import ChannelProtocol, Message
 from phoenix_lb.eventloop import new_event_loop
+from phoenix_lb.gctune import settle
 from phoenix_lb.logsetup import setup_error_log
 from phoenix_lb.server.runtime import Runtime
 
@@ -89,6 +90,7 @@ class WorkerMain:
         runtime.apply_server_state(message.get("state", {}))
         await runtime.start(resolve=False)
         self.runtime = runtime
+        settle()
         self._send({"op": "ready", "pid": os.getpid()})
 
     def _reload(self, message: Message) -> None:

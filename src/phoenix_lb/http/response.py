@@ -7,20 +7,28 @@ the client's connection (RFC 9112 6):
 * no body (HEAD, 1xx, 204, 304): headers only, Content-Length kept as
   metadata;
 * Content-Length: passed through and the body copied as is;
-* chunked or close-delimited upstream: re-chunked for HTTP/1.1 clients
-  (so their connection stays reusable), close-delimited for HTTP/1.0.
+* chunked upstream and an HTTP/1.1 client: the body is re-chunked as it
+  arrives, so the upstream's Transfer-Encoding line stays true as it is;
+* close-delimited upstream: chunked for HTTP/1.1 clients (their connection
+  stays reusable), close-delimited for HTTP/1.0.
 
-Hop-by-hop headers are dropped, the upstream's ``Server`` header is replaced
-by ours (it may carry a version), and a ``Date`` is added when missing
-(RFC 9110 6.6.1).
+Hop-by-hop headers are dropped (RFC 9110 7.6.1: Connection, Keep-Alive,
+Proxy-Connection, TE, Trailer, Upgrade and every field Connection names),
+the upstream's ``Server`` is replaced by ours (it may carry a version), and
+a ``Date`` is added when missing (RFC 9110 6.6.1).
 
-``ResponseHeadBuilder`` receives the upstream parser's ``on_header``
-callbacks directly and classifies each field as it arrives.
+``scan_head`` reads the raw head bytes once, in a loop over bytes that the
+compiled build turns into C; lines that pass unchanged are kept as slices of
+the original buffer.  (A parser callback per header field costs several
+times more; the head was validated by llhttp before this runs, so every line
+is ``name: value`` with a token name and no bare CR or LF.)
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from mypy_extensions import i64
 
 from phoenix_lb.http.status import status_line
 
@@ -31,143 +39,171 @@ __all__ = [
     "BODY_UNTIL_CLOSE",
     "SERVER_HEADER",
     "ResponseHead",
-    "ResponseHeadBuilder",
     "analyze_response",
     "body_mode",
     "build_client_head",
+    "scan_head",
 ]
 
 # How the body travels on the client side.
-BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE = range(4)
+# Final one by one: the compiled build inlines them (a tuple unpacking
+# would leave a dictionary lookup at every use).
+BODY_NONE: Final = 0
+BODY_LENGTH: Final = 1
+BODY_CHUNKED: Final = 2
+BODY_UNTIL_CLOSE: Final = 3
 
 SERVER_HEADER: Final = b"Server: phoenix-lb\r\n"
 
-_CL, _TE, _CONNECTION, _DROP, _DATE = range(5)
-_SPECIAL: Final[dict[bytes, int]] = {
-    b"content-length": _CL,
-    b"transfer-encoding": _TE,
-    b"connection": _CONNECTION,
-    b"keep-alive": _DROP,
-    b"proxy-connection": _DROP,
-    b"te": _DROP,
-    b"trailer": _DROP,
-    b"upgrade": _DROP,
-    b"server": _DROP,
-    b"date": _DATE,
-}
+# Kinds of header lines scan_head recognizes.
+# Final one by one: the compiled build inlines them (a tuple unpacking
+# would leave a dictionary lookup at every use).
+_PLAIN: Final = 0
+_DROP: Final = 1
+_CL: Final = 2
+_TE: Final = 3
+_CONNECTION: Final = 4
+_DATE: Final = 5
 _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade", b""})
-# See http/request.py: a field whose name length matches no special name is
-# forwarded without lowercasing; the usual spellings are looked up first.
-_SPECIAL_LENGTHS: Final = frozenset(len(name) for name in _SPECIAL)
-_SPECIAL_EXACT: Final[dict[bytes, int]] = {
-    **{name.title(): kind for name, kind in _SPECIAL.items()},
-    **_SPECIAL,
-    b"TE": _DROP,
-}
 
-# Status line and our Server header, per status, built once.
+# Status line and our Server header (no final CRLF), per status, built once.
 _STATUS_SERVER: Final[dict[int, bytes]] = {}
 
 
 class ResponseHead:
     """An upstream response head, classified."""
 
-    __slots__ = ("chunked", "close", "content_length", "forward", "has_date", "status")
+    __slots__ = ("chunked", "close", "forward", "has_date", "has_length", "status", "te_line")
 
     def __init__(self, status: int, forward: list[bytes]) -> None:
         self.status = status
-        #: end-to-end fields as flat pieces: name, b": ", value, b"\r\n" each
+        #: end-to-end header lines as pieces reading ``\r\nName: value``...
+        #: (no final CRLF), Content-Length included, Transfer-Encoding not
         self.forward = forward
-        self.content_length: int | None = None
+        #: the response has a Content-Length (and no Transfer-Encoding)
+        self.has_length = False
         self.chunked = False
+        #: the upstream's own ``\r\nTransfer-Encoding: ...`` line (b"" if none)
+        self.te_line = b""
         #: the upstream said Connection: close
         self.close = False
         self.has_date = False
 
 
-class ResponseHeadBuilder:
-    """Collects one upstream response head from parser callbacks; reusable."""
+def _is_name(buf: bytes, pos: i64, name: bytes) -> bool:
+    """Case-insensitive ``buf[pos:pos+len(name)] == name`` (name is lowercase)."""
+    i: i64 = 0
+    n: i64 = len(name)
+    while i < n:
+        c: i64 = buf[pos + i]
+        if 65 <= c <= 90:
+            c += 32
+        if c != name[i]:
+            return False
+        i += 1
+    return True
 
-    __slots__ = (
-        "_chunked",
-        "_close",
-        "_content_length",
-        "_has_date",
-        "_lines",
-        "_nominated",
-        "done",
-    )
 
-    def __init__(self) -> None:
-        self.reset()
+def _classify(buf: bytes, pos: i64, length: i64) -> int:
+    """Kind of the header whose name is ``buf[pos:pos+length]``."""
+    if length == 4:
+        return _DATE if _is_name(buf, pos, b"date") else _PLAIN
+    if length == 10:
+        if _is_name(buf, pos, b"connection"):
+            return _CONNECTION
+        return _DROP if _is_name(buf, pos, b"keep-alive") else _PLAIN
+    if length == 14:
+        return _CL if _is_name(buf, pos, b"content-length") else _PLAIN
+    if length == 6:
+        return _DROP if _is_name(buf, pos, b"server") else _PLAIN
+    if length == 17:
+        return _TE if _is_name(buf, pos, b"transfer-encoding") else _PLAIN
+    if length == 2:
+        return _DROP if _is_name(buf, pos, b"te") else _PLAIN
+    if length == 7:
+        if _is_name(buf, pos, b"trailer") or _is_name(buf, pos, b"upgrade"):
+            return _DROP
+        return _PLAIN
+    if length == 16:
+        return _DROP if _is_name(buf, pos, b"proxy-connection") else _PLAIN
+    return _PLAIN
 
-    def reset(self) -> None:
-        """Forget the current head (a new response, or a 1xx just ended)."""
-        #: True once the head is complete: later fields are trailers
-        self.done = False
-        self._lines: list[bytes] = []
-        self._content_length: int | None = None
-        self._chunked = False
-        self._close = False
-        self._has_date = False
-        self._nominated: list[bytes] | None = None
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """Parser callback: one header field (trailers are dropped)."""
-        if self.done:
-            return
-        kind = -1
-        if len(name) in _SPECIAL_LENGTHS:
-            kind = _SPECIAL_EXACT.get(name, -1)
-            if kind < 0:
-                kind = _SPECIAL.get(name.lower(), -1)
-        if kind < 0 or kind == _DATE:
-            # Pieces, joined once with the whole head (cheaper than formatting).
-            lines = self._lines
-            lines.append(name)
-            lines.append(b": ")
-            lines.append(value)
-            lines.append(b"\r\n")
+def scan_head(status: int, buf: bytes, start: i64, end: i64) -> ResponseHead:
+    """Classify the header lines ``buf[start:end]`` of an upstream response.
+
+    ``start`` is the CR of the CRLF that ends the status line and ``end`` the
+    CR of the final empty line, so the block reads ``\r\nName: value``...
+    The kept lines end up in ``forward`` as slices of ``buf`` (joined once,
+    with the rest of the client's head).
+    """
+    head = ResponseHead(status, [])
+    pieces = head.forward
+    keep_from: i64 = start
+    nominated: list[bytes] | None = None
+    # Native 64-bit positions: the compiled loops below then run as plain C.
+    pos: i64 = start + 2  # first name
+    while pos < end:
+        colon: i64 = pos
+        while colon < end and buf[colon] != 58:  # ':'
+            colon += 1
+        line_end: i64 = colon
+        while line_end < end and buf[line_end] != 13:  # CR
+            line_end += 1
+        kind = _classify(buf, pos, colon - pos)
+        if kind != _PLAIN:
             if kind == _DATE:
-                self._has_date = True
-        elif kind == _CL:
-            self._content_length = int(value)
-        elif kind == _TE:
-            self._chunked = True
-        elif kind == _CONNECTION:
-            for token in value.split(b","):
-                token = token.strip().lower()
-                if token == b"close":
-                    self._close = True
-                elif token not in _CONNECTION_OPTIONS:
-                    if self._nominated is None:
-                        self._nominated = []
-                    self._nominated.append(token)
+                head.has_date = True
+            elif kind == _CL:
+                # llhttp validated the digits; only its presence matters here.
+                head.has_length = True
+            else:
+                # Dropped from the forwarded block (TE is kept aside).
+                pieces.append(buf[keep_from : pos - 2])
+                keep_from = line_end
+                if kind == _TE:
+                    head.te_line = buf[pos - 2 : line_end]
+                    head.chunked = buf[colon + 1 : line_end].rstrip().lower().endswith(b"chunked")
+                elif kind == _CONNECTION:
+                    value = buf[colon + 1 : line_end].strip()
+                    if value == b"keep-alive":
+                        pass
+                    elif value == b"close":
+                        head.close = True
+                    else:
+                        for token in value.split(b","):
+                            token = token.strip().lower()
+                            if token == b"close":
+                                head.close = True
+                            elif token not in _CONNECTION_OPTIONS:
+                                if nominated is None:
+                                    nominated = []
+                                nominated.append(token)
+        pos = line_end + 2
+    pieces.append(buf[keep_from:end])
+    if head.chunked:
+        head.has_length = False
+    if nominated:
+        head.forward = [_drop_named(b"".join(pieces), nominated)]
+    return head
 
-    def finish(self, status: int) -> ResponseHead:
-        """The head is complete."""
-        self.done = True
-        head = ResponseHead(status, self._lines)
-        head.chunked = self._chunked
-        head.content_length = None if self._chunked else self._content_length
-        head.close = self._close
-        head.has_date = self._has_date
-        if self._nominated:
-            drop = set(self._nominated)
-            lines = self._lines
-            head.forward = []
-            for i in range(0, len(lines), 4):
-                if lines[i].lower() not in drop:
-                    head.forward += lines[i : i + 4]
-        return head
+
+def _drop_named(block: bytes, names: list[bytes]) -> bytes:
+    """Remove the fields a Connection header named (rare: slow path)."""
+    drop = set(names)
+    kept = []
+    for line in block.split(b"\r\n"):
+        if line and line[: line.find(b":")].strip().lower() not in drop:
+            kept.append(b"\r\n" + line)
+    return b"".join(kept)
 
 
 def analyze_response(status: int, headers: list[tuple[bytes, bytes]]) -> ResponseHead:
-    """Classify a whole response head at once (tests and tools)."""
-    builder = ResponseHeadBuilder()
-    for name, value in headers:
-        builder.on_header(name, value)
-    return builder.finish(status)
+    """Classify a response head given as (name, value) pairs (tests and tools)."""
+    block = b"".join([b"\r\n%s: %s" % (name, value) for name, value in headers])
+    raw = b"HTTP/1.1 %d X%s\r\n\r\n" % (status, block)
+    start = raw.find(b"\r\n")
+    return scan_head(status, raw, start, len(raw) - 4)
 
 
 def body_mode(head: ResponseHead, request_method: bytes, client_version: str) -> int:
@@ -175,7 +211,7 @@ def body_mode(head: ResponseHead, request_method: bytes, client_version: str) ->
     status = head.status
     if request_method == b"HEAD" or status < 200 or status == 204 or status == 304:
         return BODY_NONE
-    if head.content_length is not None:
+    if head.has_length:
         return BODY_LENGTH
     if client_version == "1.1":
         return BODY_CHUNKED
@@ -193,11 +229,13 @@ def build_client_head(
     status = head.status
     first = _STATUS_SERVER.get(status)
     if first is None:
-        first = _STATUS_SERVER[status] = status_line(status) + SERVER_HEADER
-    if mode == BODY_LENGTH or (mode == BODY_NONE and head.content_length is not None):
-        framing = b"Content-Length: %d\r\n" % head.content_length  # type: ignore[str-format]
-    elif mode == BODY_CHUNKED:
-        framing = b"Transfer-Encoding: chunked\r\n"
+        first = _STATUS_SERVER[status] = status_line(status) + SERVER_HEADER[:-2]
+    if mode == BODY_CHUNKED:
+        # Re-chunked: the upstream's own line if it was chunked (it may list
+        # other codings before chunked, still true), else ours.
+        framing = head.te_line or b"\r\nTransfer-Encoding: chunked"
+    elif mode == BODY_NONE:
+        framing = head.te_line  # metadata of a HEAD/304 response
     else:
         framing = b""
     if not keep_alive:
@@ -206,10 +244,13 @@ def build_client_head(
         end = b"Connection: keep-alive\r\n\r\n"
     else:
         end = b"\r\n"
-    return b"%s%s%s%s%s" % (
-        first,
-        b"" if head.has_date else date,
-        b"".join(head.forward),
-        framing,
-        end,
-    )
+    # ``first`` (status line and Server) has no final CRLF and every
+    # forwarded line starts with one; ``date`` is a whole "Date: ...\r\n".
+    parts = [first]
+    parts += head.forward
+    parts.append(framing)
+    parts.append(b"\r\n")
+    if not head.has_date:
+        parts.append(date)
+    parts.append(end)
+    return b"".join(parts)

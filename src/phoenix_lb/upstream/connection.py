@@ -25,18 +25,21 @@ the pool, the pool's idle timeout.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
 from phoenix_lb.deadline import Deadline
-from phoenix_lb.http.response import ResponseHead, ResponseHeadBuilder
+from phoenix_lb.http.response import ResponseHead, scan_head
 
 if TYPE_CHECKING:
     from phoenix_lb.upstream.pool import ConnectionPool
 
 # Write buffer high-water mark: above it the request body source is paused.
-WRITE_HIGH_WATER = 64 * 1024
+WRITE_HIGH_WATER: Final = 64 * 1024
+# A response head larger than this is refused (502); nginx's
+# proxy_buffer_size is 4k-8k, we allow real-world cookie-heavy heads.
+MAX_RESPONSE_HEAD: Final = 64 * 1024
 
 
 def _no_write(data: object) -> None:
@@ -64,12 +67,11 @@ class ResponseSink(Protocol):
 
 
 class _ParserCallbacks:
-    """What httptools calls: header fields go straight to the pure builder."""
+    """What httptools calls.  No per-field callback: the head is read raw."""
 
-    __slots__ = ("on_body", "on_header", "on_headers_complete", "on_message_complete")
+    __slots__ = ("on_body", "on_headers_complete", "on_message_complete")
 
     def __init__(self, conn: UpstreamConnection) -> None:
-        self.on_header = conn.builder.on_header
         self.on_headers_complete = conn.on_headers_complete
         self.on_body = conn.on_body
         self.on_message_complete = conn.on_message_complete
@@ -80,15 +82,17 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_body_allowed",
+        "_buf",
         "_done",
         "_extra",
         "_head_only",
+        "_head_seen",
+        "_head_start",
         "_interim",
         "_keep_alive",
         "_response",
         "_write",
         "awaiting_response",
-        "builder",
         "deadline",
         "got_bytes",
         "in_pool",
@@ -107,7 +111,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.builder = ResponseHeadBuilder()
         self.parser = httptools.HttpResponseParser(_ParserCallbacks(self))
         self.sink: ResponseSink | None = None
         self.deadline = Deadline(loop, self._on_deadline)
@@ -122,6 +125,10 @@ class UpstreamConnection(asyncio.Protocol):
         #: the whole request was sent; the read timeout runs
         self.awaiting_response = False
         self._response: ResponseHead | None = None
+        #: raw bytes of the response head in progress
+        self._buf = b""
+        self._head_start = 0
+        self._head_seen = False
         self._head_only = False
         self._body_allowed = True
         self._interim = False
@@ -143,6 +150,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         self.requests += 1
         self.got_bytes = False
+        self._head_seen = False
+        self._buf = b""
+        self._head_start = 0
         self._head_only = head_only
         self.awaiting_response = request_complete
         if request_complete:
@@ -191,12 +201,19 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
+        if not self._head_seen:
+            self._buf = data if not self._buf else self._buf + data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self.sink = None
             self.close()
             sink.on_upstream_invalid(f"invalid response from upstream: {exc}")
+            return
+        if not self._head_seen and len(self._buf) > MAX_RESPONSE_HEAD:
+            self.sink = None
+            self.close()
+            sink.on_upstream_invalid("response head too large")
             return
         if self._done:
             self._finish(sink)
@@ -218,7 +235,7 @@ class UpstreamConnection(asyncio.Protocol):
             response is not None
             and not self._done
             and self._body_allowed
-            and response.content_length is None
+            and not response.has_length
             and not response.chunked
         ):
             # A close-delimited body ends here, normally.
@@ -244,21 +261,28 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------
 
     def on_headers_complete(self) -> None:
-        builder = self.builder
-        if builder.done:
+        if self._head_seen:
             # A second response in the same read: the server answered more
             # than it was asked; this connection cannot be trusted.
             self._extra = True
             return
+        buf = self._buf
+        start = self._head_start
+        # The head is complete and validated: its status line ends at the
+        # first CRLF, its header block at the first empty line.
+        line_end = buf.find(b"\r\n", start)
+        end = buf.find(b"\r\n\r\n", line_end)
         status = self.parser.get_status_code()
         if status < 200:
             if status == 101:
                 # We never forward Upgrade, so a switch is a protocol error.
                 raise ValueError("unexpected 101 Switching Protocols")
             self._interim = True
-            builder.reset()
+            self._head_start = end + 4
             return
-        response = builder.finish(status)
+        response = scan_head(status, buf, line_end, end)
+        self._head_seen = True
+        self._buf = b""
         self._response = response
         self._body_allowed = not (self._head_only or status == 204 or status == 304)
         if self._head_only:
@@ -298,7 +322,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self._head_only:
             # llhttp still expects the body announced by Content-Length.
             self.parser = httptools.HttpResponseParser(_ParserCallbacks(self))
-        self.builder.reset()
         self.sink = None
         self._response = None
         self._done = False
