@@ -245,9 +245,22 @@ class SnapshotCollector:
         limited = CounterMetricFamily(
             "phoenix_limit_rejected", "Requests refused by a limit.", labels=["zone", "kind"]
         )
-        for (zone, kind), count in control.get("limit_rejected", {}).items():
-            limited.add_metric([zone, kind], count)
-        yield limited
+        delayed = CounterMetricFamily(
+            "phoenix_limit_delayed",
+            "Requests held back by a rate limit (burst without nodelay).",
+            labels=["zone"],
+        )
+        totals: dict[str, int] = {}
+        for item in self.snapshot.get("listeners", []):
+            for key, count in item.get("limited", {}).items():
+                totals[key] = totals.get(key, 0) + count
+        for key, count in sorted(totals.items()):
+            zone, _, kind = key.partition("\0")
+            if kind == "delayed":
+                delayed.add_metric([zone], count)
+            else:
+                limited.add_metric([zone, kind], count)
+        yield from (limited, delayed)
 
         workers = GaugeMetricFamily("phoenix_worker_processes", "Worker processes running.")
         workers.add_metric([], control.get("workers", 1))

@@ -119,6 +119,7 @@ def load_config_text(text: str, filename: str) -> PhoenixConfig:
             path, reason = _explain(error)
             report.add(path, reason)
     _check_references(data, report)
+    _check_policies(data, report)
     if report.issues or config is None:
         raise ConfigError(report.render())
     return config
@@ -572,6 +573,81 @@ def _model_at(loc: KeyPath) -> type[BaseModel] | None:
 # These run on the plain data rather than the validated model, so they are
 # reported even when some other part of the file failed validation.  Each
 # check skips values of the wrong shape: pydantic has already said so.
+
+
+def _check_policies(data: object, report: _Report) -> None:
+    """Zones, access rules, trusted proxies and hash keys that refer or parse."""
+    if not isinstance(data, dict):
+        return
+    from phoenix_lb.access import AccessRules
+    from phoenix_lb.realip import RealIp
+
+    zones = {
+        "rate_limit": set(data.get("rate_limits") or {})
+        if isinstance(data.get("rate_limits"), dict)
+        else set(),
+        "conn_limit": set(data.get("conn_limits") or {})
+        if isinstance(data.get("conn_limits"), dict)
+        else set(),
+    }
+    tops = {"rate_limit": "rate_limits", "conn_limit": "conn_limits"}
+    trusted = data.get("trusted_proxies")
+    if isinstance(trusted, list):
+        try:
+            RealIp([str(t) for t in trusted], str(data.get("real_ip_header", "X-Forwarded-For")))
+        except ValueError as exc:
+            report.add(("trusted_proxies",), str(exc))
+    listeners = data.get("listeners")
+    for li, listener in enumerate(listeners if isinstance(listeners, list) else []):
+        if not isinstance(listener, dict):
+            continue
+        if listener.get("proxy_protocol") is True and not trusted:
+            report.add(
+                ("listeners", li, "proxy_protocol"),
+                "needs trusted_proxies: only the L4 balancer's addresses may say who the client is",
+            )
+        routes = listener.get("routes")
+        for ri, route in enumerate(routes if isinstance(routes, list) else []):
+            if not isinstance(route, dict):
+                continue
+            for kind in ("rate_limit", "conn_limit"):
+                ref = route.get(kind)
+                if isinstance(ref, dict) and isinstance(ref.get("zone"), str):
+                    if ref["zone"] not in zones[kind]:
+                        known = ", ".join(sorted(zones[kind])) or "none defined"
+                        report.add(
+                            ("listeners", li, "routes", ri, kind, "zone"),
+                            f"unknown zone {ref['zone']!r} under {tops[kind]} (known: {known})",
+                        )
+            rules = route.get("access")
+            if isinstance(rules, list):
+                pairs = []
+                for rule in rules:
+                    if isinstance(rule, dict) and len(rule) == 1:
+                        ((verb, target),) = rule.items()
+                        pairs.append((str(verb), str(target)))
+                try:
+                    AccessRules(pairs)
+                except ValueError as exc:
+                    report.add(("listeners", li, "routes", ri, "access"), str(exc))
+    upstreams = data.get("upstreams")
+    for name, upstream in upstreams.items() if isinstance(upstreams, dict) else []:
+        if not isinstance(upstream, dict):
+            continue
+        key = upstream.get("hash_key")
+        if upstream.get("balance") == "hash" and key is None:
+            report.add(
+                ("upstreams", name, "balance"),
+                "hash needs hash_key (remote_addr, uri, header:NAME or cookie:NAME)",
+            )
+        if isinstance(key, str) and not (
+            key in ("remote_addr", "uri")
+            or (key.startswith(("header:", "cookie:")) and len(key.split(":", 1)[1]) > 0)
+        ):
+            report.add(
+                ("upstreams", name, "hash_key"),
+                f"{key!r}: use remote_addr, uri, header:NAME or cookie:NAME",
+            )
 
 
 def _check_references(data: object, report: _Report) -> None:

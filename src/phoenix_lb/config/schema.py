@@ -138,6 +138,16 @@ class ServerConfig(_Model):
     fail_timeout: Duration = Field(
         10.0, description="Window for counting failures, and how long a failed server rests."
     )
+    backup: StrictBool = Field(
+        False,
+        description="Only used while no primary server of the upstream is available (round "
+        "robin among backups: the seed's 'Backup: Round Robin').",
+    )
+    slow_start: Duration = Field(
+        0.0,
+        description="After the server comes back (health up, enabled), its weight ramps up "
+        "linearly over this time instead of taking a full share at once (0 = off).",
+    )
 
     @field_validator("address")
     @classmethod
@@ -227,13 +237,76 @@ class HealthCheckConfig(_Model):
         return value
 
 
+FailureKind = Literal["error", "timeout", "http_502", "http_503", "http_504"]
+
+
+def _default_fail_on() -> list[FailureKind]:
+    return ["error", "timeout"]
+
+
+class StickyConfig(_Model):
+    """Sticky cookie sessions: a client keeps going to the server that answered it first."""
+
+    cookie: str = Field(
+        "SERVERID", pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", description="Cookie name."
+    )
+    expires: Duration | None = Field(
+        3600.0, description="Max-Age of the cookie; null makes it a session cookie."
+    )
+    domain: str | None = Field(None, description="Domain attribute (e.g. .phoenix-orch).")
+    path: str = Field("/", description="Path attribute.")
+    httponly: StrictBool = Field(True, description="HttpOnly attribute.")
+    secure: Literal["auto", "true", "false"] | bool = Field(
+        "auto", description="Secure attribute; auto sets it on TLS listeners."
+    )
+    samesite: Literal["Lax", "Strict", "None"] | None = Field(
+        "Lax", description="SameSite attribute (None requires Secure)."
+    )
+    cache_control: StrictBool = Field(
+        True,
+        description='Add Cache-Control: no-cache="Set-Cookie" to responses that set the cookie, '
+        "so shared caches do not hand one client's cookie to others.",
+    )
+    secret_file: str | None = Field(
+        None,
+        description="File holding the key for the opaque server ids (>= 16 bytes). Without "
+        "it, a key is generated once and kept in state_dir. Every balancer behind the same "
+        "address must use the same key.",
+        json_schema_extra={"backup": "secret"},
+    )
+    secret_env: str | None = Field(
+        None, description="Environment variable holding the key instead of secret_file."
+    )
+
+
 class UpstreamConfig(_Model):
     """A named group of servers that routes send requests to."""
 
-    balance: Literal["least_conn", "round_robin"] = Field(
+    balance: Literal["least_conn", "round_robin", "random_two", "ewma", "hash"] = Field(
         "least_conn",
         description="least_conn: fewest in-flight requests relative to weight, ties by smooth "
-        "weighted round robin; round_robin: smooth weighted round robin (nginx).",
+        "weighted round robin; round_robin: smooth weighted round robin (both nginx); "
+        "random_two: the less busy of two random servers; ewma: peak-EWMA of response time "
+        "(slow servers get fewer requests); hash: consistent hashing on hash_key.",
+    )
+    hash_key: str | None = Field(
+        None,
+        description="With balance: hash, what requests are hashed on: remote_addr (the client "
+        "address), uri, header:NAME or cookie:NAME. Requests without the key are spread "
+        "randomly.",
+    )
+    sticky: StickyConfig | None = Field(
+        None, description="Cookie-based session persistence (seed 4.3); null disables it."
+    )
+    all_down: Literal["fail_fast", "try_all"] = Field(
+        "fail_fast",
+        description="When no server is available: fail_fast answers 503 with Retry-After at "
+        "once; try_all tries the servers anyway, as nginx does.",
+    )
+    fail_on: list[FailureKind] = Field(
+        default_factory=_default_fail_on,
+        description="Which failures count toward max_fails (nginx proxy_next_upstream "
+        "names): connection errors, timeouts, and/or these upstream statuses.",
     )
     keepalive: StrictInt = Field(
         64, ge=0, description="Idle keep-alive connections kept per server (0 = none)."
@@ -257,11 +330,41 @@ class UpstreamConfig(_Model):
     )
 
 
+class RateLimitRef(_Model):
+    """A route's use of a rate_limits zone (nginx limit_req)."""
+
+    zone: str = Field(description="Name of an entry under rate_limits.")
+    burst: StrictInt = Field(0, ge=0, description="Requests allowed above the rate, queued.")
+    nodelay: StrictBool = Field(
+        False, description="Pass burst requests at once instead of spacing them at the rate."
+    )
+    delay: StrictInt = Field(
+        0, ge=0, description="With burst: this many excess requests pass at once (nginx delay=)."
+    )
+    status: StrictInt = Field(429, ge=400, le=599, description="Status for refused requests.")
+
+
+class ConnLimitRef(_Model):
+    """A route's use of a conn_limits zone (nginx limit_conn)."""
+
+    zone: str = Field(description="Name of an entry under conn_limits.")
+    max: StrictInt = Field(ge=1, description="Requests in flight allowed per key.")
+    status: StrictInt = Field(429, ge=400, le=599, description="Status for refused requests.")
+
+
 class RouteConfig(_Model):
     """Sends requests whose path starts with ``path`` to ``upstream`` (longest prefix wins)."""
 
     path: str = Field(description="Path prefix, starting with '/'.")
     upstream: str = Field(description="Name of an entry under upstreams.")
+    access: list[dict[Literal["allow", "deny"], str]] | None = Field(
+        None,
+        description="Ordered allow/deny rules ({allow: 127.0.0.1}, {deny: all}, CIDRs); the "
+        "first match decides, and when none matches the request is refused with 403 "
+        "(stricter than nginx).",
+    )
+    rate_limit: RateLimitRef | None = Field(None, description="Rate limiting for this route.")
+    conn_limit: ConnLimitRef | None = Field(None, description="Concurrency limit for this route.")
 
     @field_validator("path")
     @classmethod
@@ -272,6 +375,134 @@ class RouteConfig(_Model):
             raise ValueError(
                 f"route path {value!r} must be a plain path (no query, fragment or spaces)"
             )
+        return value
+
+
+class SecurityHeadersConfig(_Model):
+    """Security headers (nginx add_header ... always); upstream values are replaced."""
+
+    strict_transport_security: str | None = Field(
+        "max-age=31536000; includeSubDomains",
+        description="HSTS, sent on TLS listeners only.",
+    )
+    x_frame_options: str | None = Field("DENY", description="X-Frame-Options.")
+    x_content_type_options: str | None = Field("nosniff", description="X-Content-Type-Options.")
+    x_xss_protection: str | None = Field(
+        "0",
+        description="X-XSS-Protection. Current guidance (OWASP, MDN) is 0: the old filter "
+        "could itself be abused; the seed's '1; mode=block' is accepted.",
+    )
+
+
+TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
+_REFUSED_PROTOCOLS = {
+    "SSLv2": "broken since 1996 (RFC 6176)",
+    "SSLv3": "broken by POODLE (RFC 7568)",
+    "TLSv1": "deprecated by RFC 8996 (2021): no AEAD ciphers, SHA-1/MD5 handshakes, "
+    "refused by current browsers",
+    "TLSv1.0": "deprecated by RFC 8996 (2021): no AEAD ciphers, SHA-1/MD5 handshakes, "
+    "refused by current browsers",
+    "TLSv1.1": "deprecated by RFC 8996 (2021): no AEAD ciphers, SHA-1/MD5 handshakes, "
+    "refused by current browsers",
+}
+
+# Mozilla's "intermediate" TLS 1.2 suites (server-side TLS guidelines v5.7)
+# without the DHE ones, which would need DH parameters Python does not load:
+# forward secrecy and AEAD only, ECDSA before RSA, AES-GCM before ChaCha20.
+DEFAULT_TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+
+def _check_tls_protocol(value: object) -> object:
+    if isinstance(value, str) and value in _REFUSED_PROTOCOLS:
+        raise ValueError(
+            f"{value} is refused: {_REFUSED_PROTOCOLS[value]}; use TLSv1.2 and TLSv1.3"
+        )
+    if value not in TLS_PROTOCOLS:
+        raise ValueError(f"expected TLSv1.2 or TLSv1.3, got {value!r}")
+    return value
+
+
+def _off_means_zero(value: object) -> object:
+    return 0 if value == "off" else value
+
+
+TlsProtocol = Annotated[str, BeforeValidator(_check_tls_protocol)]
+# A size, or off (0).  parse_size runs second (BeforeValidators run last first).
+SessionCacheSize = Annotated[int, BeforeValidator(parse_size), BeforeValidator(_off_means_zero)]
+
+
+class CertificateConfig(_Model):
+    """A certificate and its private key (PEM files)."""
+
+    cert: str = Field(
+        description="PEM file: the server's certificate first, then its intermediates. "
+        "Relative to the config file's directory."
+    )
+    key: str = Field(
+        description="PEM file holding the certificate's private key, unencrypted (mode 0600). "
+        "Relative to the config file's directory."
+    )
+
+
+class TlsConfig(_Model):
+    """TLS termination on a listener (nginx ssl_*; see docs/tls.md)."""
+
+    certificates: list[CertificateConfig] = Field(
+        min_length=1,
+        description="Chosen by the client's SNI among their DNS names (exact, then *.wildcard); "
+        "the first serves clients without SNI or with an unknown name. An RSA and an ECDSA "
+        "certificate for the same names are both served.",
+    )
+    protocols: list[TlsProtocol] = Field(
+        ["TLSv1.2", "TLSv1.3"],
+        min_length=1,
+        description="TLSv1.2 and/or TLSv1.3; older versions are refused (RFC 8996).",
+    )
+    ciphers: str = Field(
+        DEFAULT_TLS12_CIPHERS,
+        description="TLS 1.2 cipher list (OpenSSL syntax); the default is Mozilla's "
+        "intermediate list (ECDHE with AES-GCM or ChaCha20). TLS 1.3 suites are OpenSSL's "
+        "(all AEAD).",
+    )
+    prefer_server_ciphers: StrictBool = Field(
+        True, description="Choose the TLS 1.2 cipher by the order of ciphers, not the client's."
+    )
+    session_cache: SessionCacheSize = Field(
+        10 * 1024 * 1024,
+        description="Session cache per worker process, about 4000 sessions per megabyte as "
+        "in nginx; off disables resumption (cache and tickets).",
+    )
+    session_timeout: Duration = Field(
+        300.0,
+        ge=1.0,
+        le=7 * 86400.0,
+        description="How long a session (and a TLS 1.3 ticket) can be resumed (nginx "
+        "ssl_session_timeout; at most 7d, RFC 8446).",
+    )
+    handshake_timeout: Duration = Field(
+        10.0, gt=0.0, description="A client that has not completed the handshake is closed."
+    )
+
+    @field_validator("protocols")
+    @classmethod
+    def _check_protocols(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a protocol is listed twice")
+        return value
+
+    @field_validator("ciphers")
+    @classmethod
+    def _check_ciphers(cls, value: str) -> str:
+        import ssl
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+        except ssl.SSLError:
+            raise ValueError(f"no cipher known to OpenSSL matches {value!r}") from None
         return value
 
 
@@ -289,6 +520,17 @@ class ListenerConfig(_Model):
         description="Name of this site; used as Host for HTTP/1.0 requests that carry none.",
     )
     routes: list[RouteConfig] = Field(min_length=1, description="Path prefix -> upstream.")
+    proxy_protocol: StrictBool = Field(
+        False,
+        description="Every connection starts with a PROXY protocol v1/v2 header (behind an "
+        "L4 balancer); its source address becomes the client address when the peer is in "
+        "trusted_proxies.",
+    )
+    security_headers: SecurityHeadersConfig | None = Field(
+        default_factory=lambda: SecurityHeadersConfig(),  # type: ignore[call-arg]
+        description="Headers added to every response, errors and redirects included (null "
+        "adds none).",
+    )
 
 
 class TimeoutsConfig(_Model):
@@ -651,6 +893,35 @@ class AdminConfig(_Model):
         return self
 
 
+class RateLimitZoneConfig(_Model):
+    """A rate limiting zone (nginx limit_req_zone)."""
+
+    key: Literal["remote_addr"] = Field(
+        "remote_addr", description="What is limited: the client address (after real IP)."
+    )
+    rate: str = Field(description="Requests per second or minute, e.g. 10r/s or 30r/m.")
+    zone_size: Size = Field(
+        10 * 1024 * 1024,
+        description="Memory for the zone's states (nginx sizes: 10m holds "
+        "about 80,000 addresses); the least recently used idle ones are evicted.",
+    )
+
+    @field_validator("rate")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        from phoenix_lb.limits import parse_rate
+
+        parse_rate(value)
+        return value
+
+
+class ConnLimitZoneConfig(_Model):
+    """A concurrency limiting zone (nginx limit_conn_zone)."""
+
+    key: Literal["remote_addr"] = Field("remote_addr", description="What is counted.")
+    zone_size: Size = Field(10 * 1024 * 1024, description="Memory for the zone's counters.")
+
+
 class PhoenixConfig(_Model):
     """The whole configuration file."""
 
@@ -669,6 +940,32 @@ class PhoenixConfig(_Model):
     )
     ha: HaConfig | None = Field(
         None, description="High availability with keepalived (VRRP); see docs/ha.md."
+    )
+    rate_limits: dict[str, RateLimitZoneConfig] = Field(
+        default_factory=dict, description="Named rate limiting zones (seed 5.2)."
+    )
+    conn_limits: dict[str, ConnLimitZoneConfig] = Field(
+        default_factory=dict, description="Named concurrency limiting zones (seed 5.2)."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Peers (CIDRs) whose real_ip_header (or PROXY protocol header) is "
+        "believed: limits, access rules, X-Real-IP and logs then use the client address "
+        "they report (nginx realip).",
+    )
+    real_ip_header: str = Field(
+        "X-Forwarded-For",
+        description="Where trusted peers put the client address: X-Forwarded-For, X-Real-IP "
+        "or another header, or proxy_protocol.",
+    )
+    real_ip_recursive: StrictBool = Field(
+        True,
+        description="Walk X-Forwarded-For from the right past every trusted address (nginx "
+        "real_ip_recursive on).",
+    )
+    state_dir: str = Field(
+        "/var/lib/phoenix-lb",
+        description="Where generated state (the sticky cookie key) is kept across restarts.",
     )
     admin: AdminConfig | None = Field(
         default_factory=AdminConfig,  # type: ignore[arg-type]

@@ -92,6 +92,7 @@ class WorkerPool:
         self.generation = 0
         self.restarts = 0
         self.state: dict[str, Any] = {}
+        self.secrets: dict[str, str] = {}
         self._message_id = 0
         self._backoff: dict[int, float] = {}
         self._stopping = False
@@ -99,9 +100,12 @@ class WorkerPool:
 
     # -- DataPlane ---------------------------------------------------------------
 
-    async def start(self, config: PhoenixConfig, state: dict[str, Any]) -> None:
+    async def start(
+        self, config: PhoenixConfig, state: dict[str, Any], secrets: dict[str, str]
+    ) -> None:
         self.config = config
         self.state = state
+        self.secrets = secrets
         self.count = worker_count(config)
         self._open_sockets(config)
         await self._start_generation(config)
@@ -127,9 +131,12 @@ class WorkerPool:
         results = await asyncio.gather(*(one(w) for w in self.procs))
         return [r for r in results if r]
 
-    async def reload(self, config: PhoenixConfig, state: dict[str, Any]) -> None:
+    async def reload(
+        self, config: PhoenixConfig, state: dict[str, Any], secrets: dict[str, str]
+    ) -> None:
         assert self.config is not None
         self.state = state
+        self.secrets = secrets
         if worker_count(config) != self.count:
             raise ValueError("the number of workers changes only with a restart")
         if _binds(config) == _binds(self.config):
@@ -137,7 +144,12 @@ class WorkerPool:
                 *(
                     self._request(
                         w,
-                        {"op": "reload", "config": config.model_dump(mode="json"), "state": state},
+                        {
+                            "op": "reload",
+                            "config": config.model_dump(mode="json"),
+                            "state": state,
+                            "secrets": secrets,
+                        },
                         READY_TIMEOUT,
                     )
                     for w in self.procs
@@ -304,6 +316,7 @@ class WorkerPool:
                 "config": config.model_dump(mode="json"),
                 "sockets": fds,
                 "state": self.state,
+                "secrets": self.secrets,
             }
         )
         self.loop.create_task(self._watch(worker))

@@ -35,6 +35,7 @@ from phoenix_lb.control.state import ADMIN_STATES, AdminState, ServerKey, StateS
 from phoenix_lb.eventloop import loop_name
 from phoenix_lb.health.checker import CheckTarget, HealthChecker, targets_from_config
 from phoenix_lb.health.state import Transition
+from phoenix_lb.secrets import sticky_secrets
 from phoenix_lb.server.runtime import Runtime, is_ip
 from phoenix_lb.upstream.resolver import Resolver, names_from_config
 
@@ -44,13 +45,17 @@ log = logging.getLogger("phoenix_lb")
 class DataPlane(Protocol):
     """What the control plane needs from whatever serves requests."""
 
-    async def start(self, config: PhoenixConfig, state: dict[str, Any]) -> None: ...
+    async def start(
+        self, config: PhoenixConfig, state: dict[str, Any], secrets: dict[str, str]
+    ) -> None: ...
 
     def apply_state(self, state: dict[str, Any]) -> None: ...
 
     async def stats(self) -> list[Snapshot]: ...
 
-    async def reload(self, config: PhoenixConfig, state: dict[str, Any]) -> None: ...
+    async def reload(
+        self, config: PhoenixConfig, state: dict[str, Any], secrets: dict[str, str]
+    ) -> None: ...
 
     async def stop(self, timeout: float, *, graceful: bool = True) -> None: ...
 
@@ -70,8 +75,10 @@ class LocalDataPlane:
         self.loop = loop
         self.runtime: Runtime | None = None
 
-    async def start(self, config: PhoenixConfig, state: dict[str, Any]) -> None:
-        runtime = Runtime(config, self.loop)
+    async def start(
+        self, config: PhoenixConfig, state: dict[str, Any], secrets: dict[str, str]
+    ) -> None:
+        runtime = Runtime(config, self.loop, secrets=secrets)
         runtime.apply_server_state(state)
         await runtime.start(resolve=False)
         self.runtime = runtime
@@ -83,8 +90,11 @@ class LocalDataPlane:
     async def stats(self) -> list[Snapshot]:
         return [self.runtime.stats_snapshot()] if self.runtime is not None else []
 
-    async def reload(self, config: PhoenixConfig, state: dict[str, Any]) -> None:
+    async def reload(
+        self, config: PhoenixConfig, state: dict[str, Any], secrets: dict[str, str]
+    ) -> None:
         assert self.runtime is not None
+        self.runtime.secrets = dict(secrets)
         self.runtime.reload(config)
         self.runtime.apply_server_state(state)
 
@@ -149,6 +159,7 @@ class ControlPlane:
         self._history: list[tuple[float, Snapshot]] = []
         self._reload_lock = asyncio.Lock()
         self._check_counts: dict[ServerKey, dict[str, int]] = {}
+        self.secrets: dict[str, str] = {}
         self.started = False
 
     # -- life cycle ----------------------------------------------------------
@@ -171,7 +182,8 @@ class ControlPlane:
             await self.resolver.refresh()
             self.resolver.start()
         self._start_checker(config)
-        await self.data_plane.start(config, self.store.snapshot())
+        self.secrets = sticky_secrets(config, self.config_path)
+        await self.data_plane.start(config, self.store.snapshot(), self.secrets)
         if config.admin is not None:
             await self._start_admin(config)
         self.started = True
@@ -313,12 +325,17 @@ class ControlPlane:
                     ]
                 )
             old = self.config
+            try:
+                secrets = sticky_secrets(config, self.config_path)
+            except (OSError, ValueError) as exc:
+                return self._reload_failed([f"{self.config_path}: sticky key: {exc}"])
             self._sync_store(config)
             try:
-                await self.data_plane.reload(config, self.store.snapshot())
+                await self.data_plane.reload(config, self.store.snapshot(), secrets)
             except (OSError, ValueError, RuntimeError) as exc:
                 self._sync_store(old)
                 return self._reload_failed([f"{self.config_path}: cannot apply: {exc}"])
+            self.secrets = secrets
             self.previous, self.previous_text = old, self.current_text
             self.config, self.current_text = config, text
             if self.resolver is not None:

@@ -86,7 +86,7 @@ class WorkerMain:
         sockets: dict[str, list[socket.socket]] = {}
         for name, fds in message.get("sockets", {}).items():
             sockets[name] = [socket.socket(fileno=int(fd)) for fd in fds]
-        runtime = Runtime(config, self.loop, sockets=sockets)
+        runtime = Runtime(config, self.loop, sockets=sockets, secrets=message.get("secrets", {}))
         runtime.apply_server_state(message.get("state", {}))
         await runtime.start(resolve=False)
         self.runtime = runtime
@@ -98,6 +98,7 @@ class WorkerMain:
         try:
             config = PhoenixConfig.model_validate(message["config"])
             assert self.runtime is not None
+            self.runtime.secrets = dict(message.get("secrets", {}))
             self.runtime.reload(config)
             self.runtime.apply_server_state(message.get("state", {}))
             self.config = config

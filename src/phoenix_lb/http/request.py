@@ -57,6 +57,7 @@ _DROP: Final = 4
 _EXPECT: Final = 5
 _XFF: Final = 6
 _UPGRADE: Final = 7
+_X_REAL_IP: Final = 8
 _SPECIAL: Final[dict[bytes, int]] = {
     b"host": _HOST,
     b"content-length": _CL,
@@ -71,8 +72,9 @@ _SPECIAL: Final[dict[bytes, int]] = {
     b"upgrade": _UPGRADE,
     b"expect": _EXPECT,
     b"x-forwarded-for": _XFF,
-    # Set by the proxy from what it knows; a client's values are not trusted.
-    b"x-real-ip": _DROP,
+    # Set by the proxy from what it knows; a client's values are not forwarded
+    # (X-Real-IP is kept aside for trusted proxies, see realip.py).
+    b"x-real-ip": _X_REAL_IP,
     b"x-forwarded-proto": _DROP,
 }
 
@@ -84,7 +86,7 @@ _SPECIAL_EXACT: Final[dict[bytes, int]] = {
     **{name.title(): kind for name, kind in _SPECIAL.items()},
     **_SPECIAL,
     b"TE": _DROP,
-    b"X-Real-IP": _DROP,
+    b"X-Real-IP": _X_REAL_IP,
 }
 
 # Connection options that name no header to remove.
@@ -127,6 +129,7 @@ class RequestHead:
         "target",
         "upgrade",
         "version",
+        "x_real_ip",
         "xff",
     )
 
@@ -149,6 +152,8 @@ class RequestHead:
         self.xff: bytes | None = None
         #: the Upgrade header value when the client asked for one
         self.upgrade: bytes | None = None
+        #: the client's X-Real-IP (not forwarded; trusted proxies' one is used)
+        self.x_real_ip: bytes | None = None
 
     @property
     def has_body(self) -> bool:
@@ -159,6 +164,15 @@ class RequestHead:
         """The forwarded header fields as (name, value) pairs."""
         forward = self.forward
         return [(forward[i], forward[i + 2]) for i in range(0, len(forward), 4)]
+
+    def field_values(self, lowercase_name: bytes) -> list[bytes]:
+        """Every forwarded value of a field, by lowercase name, in order."""
+        forward = self.forward
+        return [
+            forward[i + 2]
+            for i in range(0, len(forward), 4)
+            if len(forward[i]) == len(lowercase_name) and forward[i].lower() == lowercase_name
+        ]
 
     def field(self, lowercase_name: bytes) -> bytes | None:
         """The first forwarded value of a field, by lowercase name (logging, routing)."""
@@ -196,6 +210,7 @@ class RequestHeadBuilder:
         "_size",
         "_te",
         "_upgrade",
+        "_x_real_ip",
         "_xff",
         "content_length",
         "max_bytes",
@@ -222,6 +237,7 @@ class RequestHeadBuilder:
         self._xff: list[bytes] | None = None
         self._expect: bytes | None = None
         self._upgrade: bytes | None = None
+        self._x_real_ip: bytes | None = None
 
     @property
     def header_bytes(self) -> int:
@@ -278,6 +294,8 @@ class RequestHeadBuilder:
             self._expect = value
         elif kind == _UPGRADE:
             self._upgrade = value
+        elif kind == _X_REAL_IP:
+            self._x_real_ip = value
         # _DROP: nothing to keep
 
     def finish(self, method: bytes, version: str) -> RequestHead:
@@ -340,6 +358,7 @@ class RequestHeadBuilder:
         if self._xff is not None:
             head.xff = b", ".join(self._xff)
         head.upgrade = self._upgrade
+        head.x_real_ip = self._x_real_ip
         if tokens is not None:
             nominated = {t for t in tokens if t not in _CONNECTION_OPTIONS and t not in _PROTECTED}
             if nominated:
@@ -394,17 +413,23 @@ _PROTO_LINE: Final = {
 
 
 def build_upstream_head(
-    head: RequestHead, client_ip: bytes, scheme: bytes, default_host: bytes
+    head: RequestHead,
+    client_ip: bytes,
+    scheme: bytes,
+    default_host: bytes,
+    peer_ip: bytes | None = None,
 ) -> bytes:
     """Serialize the request for an HTTP/1.1 upstream.
 
     The client's Host is kept (``default_host`` is used only when an
-    HTTP/1.0 client sent none); X-Real-IP is the peer address,
-    X-Forwarded-For gets the peer appended (nginx
+    HTTP/1.0 client sent none); X-Real-IP is the client address (the peer,
+    or what a trusted proxy reported), X-Forwarded-For gets the peer
+    appended (``peer_ip``, default the client: nginx
     ``$proxy_add_x_forwarded_for``) and X-Forwarded-Proto is our scheme.
     The body framing is the client's: Content-Length, or chunked.
     """
-    xff = client_ip if head.xff is None else head.xff + b", " + client_ip
+    hop = client_ip if peer_ip is None else peer_ip
+    xff = hop if head.xff is None else head.xff + b", " + hop
     parts = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     parts += head.forward
     if head.host is None:

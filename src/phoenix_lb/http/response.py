@@ -64,6 +64,7 @@ _CL: Final = 2
 _TE: Final = 3
 _CONNECTION: Final = 4
 _DATE: Final = 5
+_SECURITY: Final = 6
 _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 
 # Status line and our Server header (no final CRLF), per status, built once.
@@ -125,12 +126,26 @@ def _classify(buf: bytes, pos: i64, length: i64) -> int:
             return _DROP
         return _PLAIN
     if length == 16:
-        return _DROP if _is_name(buf, pos, b"proxy-connection") else _PLAIN
+        if _is_name(buf, pos, b"proxy-connection"):
+            return _DROP
+        return _SECURITY if _is_name(buf, pos, b"x-xss-protection") else _PLAIN
+    if length == 15:
+        return _SECURITY if _is_name(buf, pos, b"x-frame-options") else _PLAIN
+    if length == 22:
+        return _SECURITY if _is_name(buf, pos, b"x-content-type-options") else _PLAIN
+    if length == 25:
+        return _SECURITY if _is_name(buf, pos, b"strict-transport-security") else _PLAIN
     return _PLAIN
 
 
-def scan_head(status: int, buf: bytes, start: i64, end: i64) -> ResponseHead:
+def scan_head(
+    status: int, buf: bytes, start: i64, end: i64, strip_security: bool = False
+) -> ResponseHead:
     """Classify the header lines ``buf[start:end]`` of an upstream response.
+
+    With ``strip_security`` the upstream's own security headers (HSTS,
+    X-Frame-Options, X-Content-Type-Options, X-XSS-Protection) are dropped:
+    the listener adds its values, replacing rather than duplicating them.
 
     ``start`` is the CR of the CRLF that ends the status line and ``end`` the
     CR of the final empty line, so the block reads ``\r\nName: value``...
@@ -151,6 +166,8 @@ def scan_head(status: int, buf: bytes, start: i64, end: i64) -> ResponseHead:
         while line_end < end and buf[line_end] != 13:  # CR
             line_end += 1
         kind = _classify(buf, pos, colon - pos)
+        if kind == _SECURITY and not strip_security:
+            kind = _PLAIN
         if kind != _PLAIN:
             if kind == _DATE:
                 head.has_date = True
@@ -198,12 +215,14 @@ def _drop_named(block: bytes, names: list[bytes]) -> bytes:
     return b"".join(kept)
 
 
-def analyze_response(status: int, headers: list[tuple[bytes, bytes]]) -> ResponseHead:
+def analyze_response(
+    status: int, headers: list[tuple[bytes, bytes]], strip_security: bool = False
+) -> ResponseHead:
     """Classify a response head given as (name, value) pairs (tests and tools)."""
     block = b"".join([b"\r\n%s: %s" % (name, value) for name, value in headers])
     raw = b"HTTP/1.1 %d X%s\r\n\r\n" % (status, block)
     start = raw.find(b"\r\n")
-    return scan_head(status, raw, start, len(raw) - 4)
+    return scan_head(status, raw, start, len(raw) - 4, strip_security)
 
 
 def body_mode(head: ResponseHead, request_method: bytes, client_version: str) -> int:
@@ -219,12 +238,18 @@ def body_mode(head: ResponseHead, request_method: bytes, client_version: str) ->
 
 
 def build_client_head(
-    head: ResponseHead, mode: int, keep_alive: bool, client_version: str, date: bytes
+    head: ResponseHead,
+    mode: int,
+    keep_alive: bool,
+    client_version: str,
+    date: bytes,
+    extra: bytes = b"",
 ) -> bytes:
     """Serialize the response head for the client.
 
     ``keep_alive`` is the final decision for the client connection; HTTP/1.0
     clients need it spelled out, HTTP/1.1 clients only need ``close``.
+    ``extra`` are whole header lines of ours (security headers, Set-Cookie).
     """
     status = head.status
     first = _STATUS_SERVER.get(status)
@@ -252,5 +277,7 @@ def build_client_head(
     parts.append(b"\r\n")
     if not head.has_date:
         parts.append(date)
+    if extra:
+        parts.append(extra)
     parts.append(end)
     return b"".join(parts)

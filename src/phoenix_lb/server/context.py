@@ -18,8 +18,9 @@ from phoenix_lb.stats import Histogram, request_counts
 
 if TYPE_CHECKING:
     from phoenix_lb.config.schema import LimitsConfig, TimeoutsConfig
+    from phoenix_lb.realip import RealIp
     from phoenix_lb.server.h1 import H1Connection
-    from phoenix_lb.upstream.group import UpstreamGroup
+    from phoenix_lb.server.route import Route
 
 
 class ListenerContext:
@@ -30,7 +31,7 @@ class ListenerContext:
         *,
         name: str,
         loop: asyncio.AbstractEventLoop,
-        router: Router[UpstreamGroup],
+        router: Router[Route],
         timeouts: TimeoutsConfig,
         limits: LimitsConfig,
         clock: HttpClock,
@@ -39,6 +40,10 @@ class ListenerContext:
         server_name: str | None = None,
         logger: logging.Logger | None = None,
         index: int = 0,
+        realip: RealIp | None = None,
+        proxy_protocol: bool = False,
+        security_headers: bytes = b"",
+        tls: bool = False,
     ) -> None:
         self.name = name
         #: position among the listeners (stats blocks are indexed by it)
@@ -48,6 +53,15 @@ class ListenerContext:
         self.now: Callable[[], float] = loop.time
         self.router = router
         self.scheme = scheme
+        #: a TLS listener (Secure cookies, HSTS)
+        self.tls = tls
+        #: trusted proxies' view of the client address (None: the peer is the client)
+        self.realip = realip
+        #: connections start with a PROXY protocol header
+        self.proxy_protocol = proxy_protocol
+        #: header lines added to every response (``Name: value\r\n``...); the
+        #: upstream's values of the same headers are replaced
+        self.security_headers = security_headers
         self.server_name = server_name.encode() if server_name else None
         self.clock = clock
         self.access_log = access_log
@@ -69,6 +83,8 @@ class ListenerContext:
         self.requests = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        #: requests refused or delayed by limits: "zone\0rate|conn|delayed" -> count
+        self.limited: dict[str, int] = {}
         #: requests answered by the proxy itself (400, 404, 413...)
         self.local_counts = request_counts(1)
         self.local_durations = Histogram()

@@ -33,7 +33,9 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from phoenix_lb.http.errors import CONTINUE, error_response
-from phoenix_lb.http.request import RequestHead, build_upstream_head
+from phoenix_lb.http.request import RequestHead, build_upstream_head, remove_fields
+from phoenix_lb.sticky import CACHE_CONTROL_LINE, StickyTable
+from phoenix_lb.upstream.group import HASH_HEADER, HASH_REMOTE_ADDR, HASH_URI
 from phoenix_lb.http.response import (
     BODY_CHUNKED,
     BODY_NONE,
@@ -45,6 +47,7 @@ from phoenix_lb.http.response import (
 from phoenix_lb.stats import count_index
 
 if TYPE_CHECKING:
+    from phoenix_lb.limits import ConnLimit
     from phoenix_lb.server.h1 import H1Connection
     from phoenix_lb.upstream.connection import UpstreamConnection
     from phoenix_lb.upstream.group import UpstreamGroup
@@ -106,6 +109,11 @@ class Exchange:
         "upstream_head",
         "upstream_started_at",
         "upstream_time",
+        "client_ip",
+        "conn_limit",
+        "delay",
+        "set_cookie",
+        "hash_key",
     )
 
     def __init__(
@@ -113,10 +121,21 @@ class Exchange:
         down: H1Connection,
         head: RequestHead,
         group: UpstreamGroup,
+        client_ip: bytes = b"",
     ) -> None:
         self.down = down
         self.head = head
         self.group = group
+        #: the client's address (the peer, or what a trusted proxy reported)
+        self.client_ip = client_ip or down.client_ip
+        #: a concurrency limit this request holds a slot of (released at the end)
+        self.conn_limit: ConnLimit | None = None
+        #: seconds a rate limit wants this request held before it starts
+        self.delay = 0.0
+        #: the response must set the sticky cookie for the chosen server
+        self.set_cookie = False
+        #: the request's consistent-hashing key
+        self.hash_key = b""
         self.server: Server | None = None
         self.up: UpstreamConnection | None = None
         self.reused = False
@@ -149,7 +168,63 @@ class Exchange:
     def start(self) -> None:
         """Begin the first attempt (called when this request's turn comes)."""
         now = self.started_at = self.down.ctx.now()
+        if self.delay > 0.0:
+            # limit_req without nodelay: hold the request, reading paused.
+            self.down.pause_reading(_DELAYED)
+            self.down.loop.call_later(self.delay, self._start_delayed)
+            return
+        group = self.group
+        if group.hash_kind:
+            self.hash_key = self._key()
+        sticky = group.sticky
+        if sticky is not None:
+            pinned = self._sticky(sticky, now)
+            if pinned is not None:
+                self._use(pinned, now)
+                return
         self._try_next(now)
+
+    def _start_delayed(self) -> None:
+        self.delay = 0.0
+        self.down.resume_reading(_DELAYED)
+        if not self.finished:
+            self.start()
+
+    def _key(self) -> bytes:
+        """The request's hash key (hash_key: remote_addr, uri, header:X, cookie:X)."""
+        kind = self.group.hash_kind
+        head = self.head
+        if kind == HASH_REMOTE_ADDR:
+            return self.client_ip
+        if kind == HASH_URI:
+            return head.target
+        if kind == HASH_HEADER:
+            return head.field(self.group.hash_name) or b""
+        wanted = self.group.hash_name + b"="
+        for value in head.field_values(b"cookie"):
+            for item in value.split(b";"):
+                item = item.strip()
+                if item.startswith(wanted):
+                    return item[len(wanted) :]
+        return b""
+
+    def _sticky(self, sticky: StickyTable, now: float) -> Server | None:
+        """The server the client's cookie pins (our cookie is removed either way)."""
+        head = self.head
+        values = head.field_values(b"cookie")
+        server_id: bytes | None = None
+        if values:
+            server_id, rest = sticky.cookie.find(values)
+            if rest is not None:
+                remove_fields(head.forward, {b"cookie"})
+                for value in rest:
+                    head.forward += (b"Cookie", b": ", value, b"\r\n")
+        pinned = self.group.pinned(sticky.lookup(server_id), now, self.tried)
+        if pinned is None:
+            # No cookie, an unknown or tampered one, or its server cannot take
+            # requests: balance, and pin the client to the chosen server.
+            self.set_cookie = True
+        return pinned
 
     def on_body(self, data: bytes) -> None:
         """A piece of request body arrived from the client."""
@@ -223,16 +298,25 @@ class Exchange:
     # -- attempts ----------------------------------------------------------------
 
     def _try_next(self, now: float) -> None:
-        server = self.group.pick(now, self.tried)
+        group = self.group
+        server = group.pick(now, self.tried, self.hash_key)
+        if server is None and group.try_all:
+            server = group.pick_any(self.tried)
         if server is None:
             if self.tried == 0:
                 self.down.ctx.logger.warning(
-                    "upstream %s: no server available, answering 503", self.group.name
+                    "upstream %s: no server available, answering 503", group.name
                 )
                 self._fail(503, "no live upstreams")
             else:
                 self._fail(504 if self.last_error in (_TIMEOUT, _CONNECT_TIMEOUT) else 502, "")
             return
+        if group.sticky is not None:
+            self.set_cookie = True
+        self._use(server, now)
+
+    def _use(self, server: Server, now: float) -> None:
+        """Send this attempt to ``server``."""
         self.tried |= 1 << server.index
         self.server = server
         server.in_flight += 1
@@ -278,7 +362,7 @@ class Exchange:
         data = self.upstream_head
         if not data:
             data = self.upstream_head = build_upstream_head(
-                head, down.client_ip, down.ctx.scheme, down.default_host(self.group)
+                head, self.client_ip, down.ctx.scheme, down.default_host(self.group), down.peer_ip
             )
         pending = self.pending
         if pending:
@@ -291,7 +375,9 @@ class Exchange:
         body_done = self.body_done
         if head.chunked and body_done:
             data += _LAST_CHUNK
-        conn.start(self, data, head.method == b"HEAD", body_done, now)
+        conn.start(
+            self, data, head.method == b"HEAD", body_done, now, bool(down.ctx.security_headers)
+        )
         if down.write_paused:
             conn.transport.pause_reading()  # type: ignore[union-attr]
         if (
@@ -313,8 +399,25 @@ class Exchange:
         self.last_error = reason
         down = self.down
         now = down.ctx.now()
+        group = self.group
+        timeout = reason in (_TIMEOUT, _CONNECT_TIMEOUT)
+        if group.count_timeouts if timeout else group.count_errors:
+            self._count_failure(server, reason, now)
+        else:
+            down.ctx.logger.info(
+                "upstream %s: server %s failed: %s", group.name, server.address, reason
+            )
+        self._release_server()
+        if resend_ok and self._can_resend():
+            self._count_retry(_RETRY_LABELS.get(reason, "connect_error"))
+            self._try_next(now)
+        else:
+            self._fail(504 if reason in (_TIMEOUT, _CONNECT_TIMEOUT) else 502, "")
+
+    def _count_failure(self, server: Server, reason: str, now: float) -> None:
+        """A failure that counts toward max_fails (fail_on)."""
         if self.group.on_failure(server, now):
-            down.ctx.logger.warning(
+            self.down.ctx.logger.warning(
                 "upstream %s: server %s out for %gs after %d failures (last: %s)",
                 self.group.name,
                 server.address,
@@ -323,15 +426,9 @@ class Exchange:
                 reason,
             )
         else:
-            down.ctx.logger.info(
+            self.down.ctx.logger.info(
                 "upstream %s: server %s failed: %s", self.group.name, server.address, reason
             )
-        self._release_server()
-        if resend_ok and self._can_resend():
-            self._count_retry(_RETRY_LABELS.get(reason, "connect_error"))
-            self._try_next(now)
-        else:
-            self._fail(504 if reason in (_TIMEOUT, _CONNECT_TIMEOUT) else 502, "")
 
     def _count_retry(self, label: str) -> None:
         retries = self.group.retries
@@ -359,17 +456,34 @@ class Exchange:
 
     def on_upstream_head(self, response: ResponseHead) -> None:
         down = self.down
-        self.upstream_time = down.ctx.now() - self.upstream_started_at
+        ctx = down.ctx
+        now = ctx.now()
+        self.upstream_time = now - self.upstream_started_at
         head = self.head
+        status = response.status
         mode = self.mode = body_mode(response, head.method, head.version)
-        self.status = response.status
+        self.status = status
+        group = self.group
+        server = self.server
+        if server is not None:
+            if group.feedback:
+                group.on_response(server, self.upstream_time, now)
+            if status in group.fail_statuses:
+                # fail_on: http_50x counts toward max_fails (the response still
+                # goes to the client: the request was not retried).
+                self._count_failure(server, f"status {status}", now)
         keep_alive = self.keep_alive and mode != BODY_UNTIL_CLOSE and not down.close_after
         self.keep_alive = keep_alive
         self.response_started = True
+        extra = ctx.security_headers
+        if self.set_cookie and server is not None and group.sticky is not None:
+            extra = extra + group.sticky.set_cookie_line(server.index, ctx.tls or None)
+            if group.sticky_cache_control:
+                extra += CACHE_CONTROL_LINE
         # Corked: written with the body bytes of the same read (flush()), so
         # a small response costs the client one send, not two.
         self.out.append(
-            build_client_head(response, mode, keep_alive, head.version, down.ctx.clock.date_line)
+            build_client_head(response, mode, keep_alive, head.version, ctx.clock.date_line, extra)
         )
 
     def on_upstream_body(self, data: bytes) -> None:
@@ -506,7 +620,7 @@ class Exchange:
                 date=down.ctx.clock.date_line,
                 close=not keep_alive,
                 head_only=self.head.method == b"HEAD",
-                extra=_RETRY_AFTER if status == 503 else b"",
+                extra=(_RETRY_AFTER if status == 503 else b"") + down.ctx.security_headers,
             )
         )
         self._finish()
@@ -536,6 +650,10 @@ class Exchange:
             self.group.counts[index] += 1
         self.group.durations[ctx.index].observe(elapsed)
         ctx.bytes_out += self.bytes_out
+        conn_limit = self.conn_limit
+        if conn_limit is not None:
+            self.conn_limit = None
+            conn_limit.release(self.client_ip)
         access_log = ctx.access_log
         if access_log is not None:
             access_log.log(self)
@@ -572,6 +690,8 @@ class Exchange:
 # Reasons the downstream connection stops reading (a bitmask there).
 _WAIT_UPSTREAM: Final = 1
 _UPSTREAM_FULL: Final = 2
+# (h1.py owns 4 and 8.)
+_DELAYED: Final = 16
 
 
 class LocalResponse:
@@ -609,10 +729,10 @@ class LocalResponse:
         down.write(
             error_response(
                 self.status,
-                date=down.ctx.clock.date_line,
+                date=ctx.clock.date_line,
                 close=not keep_alive,
                 head_only=self.head_only,
-                extra=self.extra,
+                extra=self.extra + ctx.security_headers,
             )
         )
         self.finished = True

@@ -36,11 +36,13 @@ import httptools
 
 from phoenix_lb.deadline import Deadline
 from phoenix_lb.http.path import normalize_path
-from phoenix_lb.http.request import RequestError, RequestHeadBuilder
+from phoenix_lb.http.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from phoenix_lb.http.request import RequestError, RequestHead, RequestHeadBuilder
 from phoenix_lb.server.exchange import Exchange, LocalResponse
 
 if TYPE_CHECKING:
     from phoenix_lb.server.context import ListenerContext
+    from phoenix_lb.server.route import Route
     from phoenix_lb.upstream.group import UpstreamGroup
 
 # Write buffer high-water mark: above it the upstream read side is paused,
@@ -108,6 +110,7 @@ class H1Connection(asyncio.Protocol):
         "_first_chunk",
         "_head_bytes",
         "_on_close",
+        "_proxy_buf",
         "_parsing",
         "_paused",
         "_phase",
@@ -122,6 +125,7 @@ class H1Connection(asyncio.Protocol):
         "deadline",
         "lingering",
         "loop",
+        "peer_ip",
         "parser",
         "transport",
         "write_paused",
@@ -135,7 +139,12 @@ class H1Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.builder = RequestHeadBuilder(ctx.max_headers, ctx.max_header_bytes)
         self.parser = httptools.HttpRequestParser(_ParserCallbacks(self))
+        #: the address of the connection's peer
+        self.peer_ip = b""
+        #: the client's address: the peer, or what a trusted PROXY header said
         self.client_ip = b""
+        #: bytes of a PROXY protocol header still incomplete (None: none expected)
+        self._proxy_buf: bytes | None = b"" if ctx.proxy_protocol else None
         self.deadline = Deadline(self.loop, self._on_deadline)
         #: no more writes: the transport is closed or closing
         self.closing = False
@@ -165,7 +174,7 @@ class H1Connection(asyncio.Protocol):
         self._writelines = transport.writelines
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0].encode() if peer else b"unix"
+        self.peer_ip = self.client_ip = peer[0].encode() if peer else b"unix"
         ctx = self.ctx
         ctx.connections.add(self)
         ctx.accepted += 1
@@ -175,6 +184,11 @@ class H1Connection(asyncio.Protocol):
         if self.lingering:
             return
         self.ctx.bytes_in += len(data)
+        if self._proxy_buf is not None:
+            rest = self._proxy_header(data)
+            if not rest:
+                return
+            data = rest
         phase = self._phase
         if phase == _IDLE:
             # The first bytes of a request (pipelined requests after the
@@ -290,15 +304,15 @@ class H1Connection(asyncio.Protocol):
             responder = LocalResponse(self, 413, close=True, body_done=False)
         else:
             router = ctx.router
-            group = router.catch_all
-            if group is None:
+            route = router.catch_all
+            if route is None:
                 path = head.path
                 # '%', '.' or "//" may hide a prefix; find(), as `in` with a
                 # bytes operand first tries (and fails) it as an integer.
                 if 37 in path or 46 in path or path.find(b"//") >= 0:
                     path = normalize_path(path)
-                group = router.route(path)
-            if group is None:
+                route = router.route(path)
+            if route is None:
                 responder = LocalResponse(
                     self,
                     404,
@@ -306,8 +320,10 @@ class H1Connection(asyncio.Protocol):
                     head_only=head.method == b"HEAD",
                     body_done=not head.has_body,
                 )
+            elif route.plain and ctx.realip is None:
+                responder = Exchange(self, head, route.group, self.client_ip)
             else:
-                responder = Exchange(self, head, group)
+                responder = self._admit(head, route)
         self._parsing = responder
         if self._active is None:
             self._active = responder
@@ -332,6 +348,96 @@ class H1Connection(asyncio.Protocol):
             if parsing is self._active and not self.write_paused:
                 # Waiting for the response: the upstream's deadlines rule.
                 self.deadline.clear()
+
+    def _admit(self, head: RequestHead, route: Route) -> _Responder:
+        """Real client address, then access rules, concurrency and rate limits."""
+        ctx = self.ctx
+        ip = self.client_ip
+        realip = ctx.realip
+        if realip is not None and not ctx.proxy_protocol:
+            name = realip.header_name
+            if name == b"x-forwarded-for":
+                value = head.xff
+            elif name == b"x-real-ip":
+                value = head.x_real_ip
+            elif name is None:
+                value = None
+            else:
+                value = head.field(name)
+            ip = realip.client_ip(self.peer_ip, value)
+        body_done = not head.has_body
+        head_only = head.method == b"HEAD"
+        access = route.access
+        if access is not None and not access.allowed(ip):
+            return LocalResponse(
+                self, 403, close=not head.keep_alive, head_only=head_only, body_done=body_done
+            )
+        conn = route.conn_limit
+        if conn is not None and not conn.acquire(ip):
+            ctx.limited[conn.zone.name + "\0conn"] = (
+                ctx.limited.get(conn.zone.name + "\0conn", 0) + 1
+            )
+            return LocalResponse(
+                self,
+                route.conn_status,
+                close=not head.keep_alive,
+                head_only=head_only,
+                body_done=body_done,
+                extra=b"Retry-After: 1\r\n",
+            )
+        delay = 0.0
+        rate = route.rate_limit
+        if rate is not None:
+            now = ctx.now()
+            delay = rate.check(ip, now)
+            if delay < 0.0:
+                if conn is not None:
+                    conn.release(ip)
+                key = rate.zone.name + "\0rate"
+                ctx.limited[key] = ctx.limited.get(key, 0) + 1
+                return LocalResponse(
+                    self,
+                    route.rate_status,
+                    close=not head.keep_alive,
+                    head_only=head_only,
+                    body_done=body_done,
+                    extra=b"Retry-After: %d\r\n" % rate.retry_after(ip, now),
+                )
+        exchange = Exchange(self, head, route.group, ip)
+        if conn is not None:
+            exchange.conn_limit = conn
+        if delay > 0.0:
+            assert rate is not None
+            key = rate.zone.name + "\0delayed"
+            ctx.limited[key] = ctx.limited.get(key, 0) + 1
+            exchange.delay = delay
+        return exchange
+
+    def _proxy_header(self, data: bytes) -> bytes:
+        """Consume the PROXY protocol header; the bytes after it, or b"" (need more/closed)."""
+        buf = (self._proxy_buf or b"") + data
+        try:
+            parsed = parse_proxy_header(buf)
+        except ProxyProtocolError as exc:
+            self.ctx.logger.info(
+                "listener %s: bad PROXY protocol header from %s: %s",
+                self.ctx.name,
+                self.peer_ip.decode(),
+                exc,
+            )
+            self.abort()
+            return b""
+        if parsed is None:
+            self._proxy_buf = buf
+            if len(buf) > 4096:
+                self.abort()
+            return b""
+        info, used = parsed
+        self._proxy_buf = None
+        realip = self.ctx.realip
+        if info is not None and realip is not None and realip.trusted(self.peer_ip):
+            self.client_ip = info.src_addr
+        return buf[used:] or b""
 
     # -- used by exchanges --------------------------------------------------------
 

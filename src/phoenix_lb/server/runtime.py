@@ -31,12 +31,33 @@ from typing import Any
 from phoenix_lb.accesslog import AccessLog, open_access_log
 from phoenix_lb.balancing import BalancerOptions
 from phoenix_lb.clock import HttpClock
-from phoenix_lb.config.schema import ListenerConfig, PhoenixConfig, split_host_port
+from phoenix_lb.config.schema import ListenerConfig, PhoenixConfig, RouteConfig, split_host_port
+from phoenix_lb.access import AccessRules
+from phoenix_lb.config.schema import SecurityHeadersConfig, UpstreamConfig
+from phoenix_lb.limits import (
+    CONN_STATE_BYTES,
+    ConnLimit,
+    ConnLimitZone,
+    RateLimit,
+    RateLimitZone,
+    entries_for_zone_size,
+    parse_rate,
+)
+from phoenix_lb.realip import RealIp
 from phoenix_lb.server.context import ListenerContext
 from phoenix_lb.server.h1 import H1Connection
+from phoenix_lb.server.route import Route
 from phoenix_lb.server.router import Router
 from phoenix_lb.server.sockets import listen_socket
-from phoenix_lb.upstream.group import UpstreamGroup
+from phoenix_lb.sticky import StickyCookie, StickyTable
+from phoenix_lb.upstream.group import (
+    HASH_COOKIE,
+    HASH_HEADER,
+    HASH_NONE,
+    HASH_REMOTE_ADDR,
+    HASH_URI,
+    UpstreamGroup,
+)
 from phoenix_lb.upstream.pool import ConnectionPool
 from phoenix_lb.upstream.server import Server
 
@@ -87,8 +108,15 @@ class Runtime:
         loop: asyncio.AbstractEventLoop,
         *,
         sockets: Mapping[str, list[socket.socket]] | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.loop = loop
+        #: sticky cookie keys per upstream (resolved by the control plane)
+        self.secrets: dict[str, str] = dict(secrets or {})
+        #: limit zones by name; kept across reloads when unchanged, as nginx
+        #: keeps its shared zones
+        self.rate_zones: dict[str, RateLimitZone] = {}
+        self.conn_zones: dict[str, ConnLimitZone] = {}
         self.clock = HttpClock(loop)
         #: pre-opened sockets per listener name (a worker's share), or None
         self._given_sockets = sockets
@@ -113,6 +141,30 @@ class Runtime:
         self.access_log = open_access_log(config.access_log.path, config.access_log.format)
         self.groups = self._build_groups(config)
         self.worker_connections = config.worker_connections
+        self.realip = (
+            RealIp(config.trusted_proxies, config.real_ip_header, config.real_ip_recursive)
+            if config.trusted_proxies
+            else None
+        )
+        self._build_zones(config)
+
+    def _build_zones(self, config: PhoenixConfig) -> None:
+        rate: dict[str, RateLimitZone] = {}
+        for name, zone in config.rate_limits.items():
+            per_second = parse_rate(zone.rate)
+            entries = entries_for_zone_size(zone.zone_size)
+            old = self.rate_zones.get(name)
+            if old is not None and old.max_entries == entries and old.rate_per_second == per_second:
+                rate[name] = old
+            else:
+                rate[name] = RateLimitZone(name, per_second, entries)
+        conn: dict[str, ConnLimitZone] = {}
+        for name, czone in config.conn_limits.items():
+            entries = entries_for_zone_size(czone.zone_size, CONN_STATE_BYTES)
+            old_conn = self.conn_zones.get(name)
+            # Counts in flight must survive a reload, or releases would miss.
+            conn[name] = old_conn if old_conn is not None else ConnLimitZone(name, entries)
+        self.rate_zones, self.conn_zones = rate, conn
 
     def _build_groups(self, config: PhoenixConfig) -> dict[str, UpstreamGroup]:
         listeners = len(config.listeners)
@@ -146,17 +198,91 @@ class Runtime:
                     send_timeout=config.timeouts.send,
                 )
                 servers.append(server)
-            groups[name] = UpstreamGroup(
+            group = UpstreamGroup(
                 name,
                 servers,
                 upstream.balance,
                 BalancerOptions(self._rng),
                 listeners=listeners,
             )
+            self._policy(group, upstream)
+            groups[name] = group
         return groups
 
+    def _policy(self, group: UpstreamGroup, upstream: UpstreamConfig) -> None:
+        """Sticky sessions, hash key and failure accounting of one upstream."""
+        sticky = upstream.sticky
+        if sticky is not None:
+            secret = self.secrets.get(group.name)
+            if secret is None:
+                from phoenix_lb.secrets import sticky_secret
+
+                secret = sticky_secret(sticky, self.config.state_dir, None).decode("latin-1")
+                self.secrets[group.name] = secret
+            secure = sticky.secure if isinstance(sticky.secure, bool) else sticky.secure == "true"
+            cookie = StickyCookie(
+                sticky.cookie,
+                sticky.expires,
+                sticky.domain,
+                sticky.path,
+                sticky.httponly,
+                secure,
+                sticky.samesite,
+                secret=secret.encode("latin-1"),
+            )
+            group.sticky = StickyTable(cookie, [s.address for s in group.servers])
+            group.sticky_cache_control = sticky.cache_control
+        key = upstream.hash_key
+        if key is None:
+            group.hash_kind = HASH_NONE
+        elif key == "remote_addr":
+            group.hash_kind = HASH_REMOTE_ADDR
+        elif key == "uri":
+            group.hash_kind = HASH_URI
+        elif key.startswith("header:"):
+            group.hash_kind = HASH_HEADER
+            group.hash_name = key[7:].strip().lower().encode()
+        else:
+            group.hash_kind = HASH_COOKIE
+            group.hash_name = key[7:].strip().encode()
+        fail_on = set(upstream.fail_on)
+        group.count_errors = "error" in fail_on
+        group.count_timeouts = "timeout" in fail_on
+        group.fail_statuses = frozenset(
+            int(kind[5:]) for kind in fail_on if kind.startswith("http_")
+        )
+        group.try_all = upstream.all_down == "try_all"
+
+    def _route(self, route: RouteConfig) -> Route:
+        access = None
+        if route.access:
+            access = AccessRules(
+                [(verb, target) for rule in route.access for verb, target in rule.items()]
+            )
+        rate = None
+        rate_status = 429
+        if route.rate_limit is not None:
+            ref = route.rate_limit
+            rate = RateLimit(self.rate_zones[ref.zone], ref.burst, ref.nodelay, ref.delay)
+            rate_status = ref.status
+        conn = None
+        conn_status = 429
+        if route.conn_limit is not None:
+            cref = route.conn_limit
+            conn = ConnLimit(self.conn_zones[cref.zone], cref.max)
+            conn_status = cref.status
+        return Route(
+            self.groups[route.upstream],
+            access=access,
+            rate_limit=rate,
+            rate_status=rate_status,
+            conn_limit=conn,
+            conn_status=conn_status,
+        )
+
     def _context(self, index: int, listener: ListenerConfig) -> ListenerContext:
-        routes = [(route.path, self.groups[route.upstream]) for route in listener.routes]
+        routes = [(route.path, self._route(route)) for route in listener.routes]
+        tls = getattr(listener, "tls", None) is not None
         return ListenerContext(
             name=listener.name,
             loop=self.loop,
@@ -168,6 +294,10 @@ class Runtime:
             server_name=listener.server_name,
             logger=log,
             index=index,
+            realip=self.realip,
+            proxy_protocol=listener.proxy_protocol,
+            security_headers=security_header_lines(listener.security_headers, tls),
+            tls=tls,
         )
 
     # -- running -------------------------------------------------------------
@@ -375,6 +505,7 @@ class Runtime:
             accepted = requests = bytes_in = bytes_out = 0
             local_counts: list[int] = []
             local_durations: list[float] = []
+            limited: dict[str, int] = {}
             for ctx in bound.all_contexts():
                 for conn in ctx.connections:
                     state = conn.stub_state()
@@ -389,6 +520,8 @@ class Runtime:
                 bytes_in += ctx.bytes_in
                 bytes_out += ctx.bytes_out
                 local_counts = _add(local_counts, ctx.local_counts)
+                for key, count in ctx.limited.items():
+                    limited[key] = limited.get(key, 0) + count
                 local_durations = _add_f(local_durations, ctx.local_durations.to_wire())
             listeners.append(
                 {
@@ -402,6 +535,7 @@ class Runtime:
                     "bytes_out": bytes_out,
                     "local_counts": local_counts,
                     "local_durations": local_durations,
+                    "limited": limited,
                 }
             )
         upstreams: dict[str, Any] = {}
@@ -484,6 +618,22 @@ class Runtime:
         self.clock.stop()
         if self.access_log is not None:
             self.access_log.close()
+
+
+def security_header_lines(config: SecurityHeadersConfig | None, tls: bool) -> bytes:
+    """The listener's security headers as ready ``Name: value\r\n`` lines."""
+    if config is None:
+        return b""
+    lines = []
+    if tls and config.strict_transport_security:
+        lines.append(b"Strict-Transport-Security: " + config.strict_transport_security.encode())
+    if config.x_frame_options:
+        lines.append(b"X-Frame-Options: " + config.x_frame_options.encode())
+    if config.x_content_type_options:
+        lines.append(b"X-Content-Type-Options: " + config.x_content_type_options.encode())
+    if config.x_xss_protection:
+        lines.append(b"X-XSS-Protection: " + config.x_xss_protection.encode())
+    return b"".join(line + b"\r\n" for line in lines)
 
 
 def _apply(

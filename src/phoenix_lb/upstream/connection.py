@@ -89,6 +89,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_head_seen",
         "_head_start",
         "_interim",
+        "_strip_security",
         "_keep_alive",
         "_response",
         "_write",
@@ -129,6 +130,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buf = b""
         self._head_start = 0
         self._head_seen = False
+        self._strip_security = False
         self._head_only = False
         self._body_allowed = True
         self._interim = False
@@ -145,6 +147,7 @@ class UpstreamConnection(asyncio.Protocol):
         head_only: bool,
         request_complete: bool,
         now: float,
+        strip_security: bool = False,
     ) -> None:
         """Send a request head (and any body bytes already at hand) for ``sink``."""
         self.sink = sink
@@ -154,6 +157,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buf = b""
         self._head_start = 0
         self._head_only = head_only
+        self._strip_security = strip_security
         self.awaiting_response = request_complete
         if request_complete:
             self.deadline.set(now + self.read_timeout)
@@ -280,7 +284,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._interim = True
             self._head_start = end + 4
             return
-        response = scan_head(status, buf, line_end, end)
+        response = scan_head(status, buf, line_end, end, self._strip_security)
         self._head_seen = True
         self._buf = b""
         self._response = response

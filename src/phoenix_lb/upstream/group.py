@@ -11,11 +11,21 @@ them as soon as one is available again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from phoenix_lb.balancing import Balancer, BalancerOptions, make_balancer
 from phoenix_lb.balancing.round_robin import RoundRobin
 from phoenix_lb.stats import Histogram, request_counts
+from phoenix_lb.sticky import StickyTable
 from phoenix_lb.upstream.server import Server
+
+
+# hash_key kinds.
+HASH_NONE: Final = 0
+HASH_REMOTE_ADDR: Final = 1
+HASH_URI: Final = 2
+HASH_HEADER: Final = 3
+HASH_COOKIE: Final = 4
 
 
 class UpstreamGroup:
@@ -24,11 +34,20 @@ class UpstreamGroup:
     __slots__ = (
         "backup_balancer",
         "balancer",
+        "count_errors",
+        "count_timeouts",
         "counts",
         "durations",
+        "fail_statuses",
+        "feedback",
+        "hash_kind",
+        "hash_name",
         "name",
         "retries",
         "servers",
+        "sticky",
+        "sticky_cache_control",
+        "try_all",
     )
 
     def __init__(
@@ -47,6 +66,21 @@ class UpstreamGroup:
         self.durations = [Histogram() for _ in range(listeners)]
         #: attempts sent again after a failure, by reason
         self.retries: dict[str, int] = {}
+        # Policy, set by the runtime from the upstream's config.
+        #: sticky cookie ids of the servers, or None without sticky sessions
+        self.sticky: StickyTable | None = None
+        self.sticky_cache_control = True
+        #: what requests hash on (HASH_* below) and the header/cookie name
+        self.hash_kind = HASH_NONE
+        self.hash_name = b""
+        #: upstream statuses that count as failures (fail_on http_50x)
+        self.fail_statuses: frozenset[int] = frozenset()
+        self.count_errors = True
+        self.count_timeouts = True
+        #: all_down: try_all (nginx) instead of an immediate 503
+        self.try_all = False
+        #: the balancer learns from response times (ewma)
+        self.feedback = balance == "ewma"
         for server in self.servers:
             # The stable identity hashing (and sticky ids) use: the address
             # as configured, unless the runtime named the server otherwise.
@@ -79,7 +113,18 @@ class UpstreamGroup:
         if index < 0 or index >= len(self.servers) or (tried >> index) & 1:
             return None
         server = self.servers[index]
-        return server if server.accepting and now > server.rest_until else None
+        # sticky_ok, not accepting: a draining server keeps its pinned clients.
+        return server if server.sticky_ok and now > server.rest_until else None
+
+    def pick_any(self, tried: int) -> Server | None:
+        """``all_down: try_all``: any server not tried yet, available or not (nginx)."""
+        for server in self.servers:
+            if not (tried >> server.index) & 1 and server.sticky_ok:
+                return server
+        for server in self.servers:
+            if not (tried >> server.index) & 1:
+                return server
+        return None
 
     def any_available(self, now: float) -> bool:
         """True when at least one server may take requests."""

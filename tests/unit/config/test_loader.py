@@ -331,8 +331,8 @@ def test_missing_top_level_key_has_no_line() -> None:
         (
             "balance: least_conn",
             "balance: random",
-            "upstreams.master_orchestrator.balance: expected least_conn or round_robin, "
-            "got 'random'",
+            "upstreams.master_orchestrator.balance: expected least_conn or round_robin or "
+            "random_two or ewma or hash, got 'random' (did you mean 'random_two'?)",
         ),
         (
             "fail_timeout: 30s",

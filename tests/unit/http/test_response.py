@@ -111,3 +111,21 @@ def test_head_without_fields() -> None:
     head = analyze_response(200, [])
     assert head.forward == [b""] and not head.has_length
     assert body_mode(head, b"GET", "1.1") == BODY_CHUNKED
+
+
+def test_upstream_security_headers_replaced_only_when_asked() -> None:
+    headers = [
+        (b"X-Frame-Options", b"SAMEORIGIN"),
+        (b"Strict-Transport-Security", b"max-age=1"),
+        (b"X-Content-Type-Options", b"nosniff"),
+        (b"X-XSS-Protection", b"1"),
+        (b"Content-Length", b"0"),
+    ]
+    kept = build_client_head(analyze_response(200, headers), BODY_LENGTH, True, "1.1", DATE)
+    assert b"SAMEORIGIN" in kept and b"max-age=1" in kept
+    ours = b"X-Frame-Options: DENY\r\n"
+    head = analyze_response(200, headers, strip_security=True)
+    raw = build_client_head(head, BODY_LENGTH, True, "1.1", DATE, ours)
+    assert raw.count(b"X-Frame-Options") == 1 and b"DENY" in raw
+    assert b"SAMEORIGIN" not in raw and b"Strict-Transport" not in raw
+    assert b"X-XSS-Protection" not in raw

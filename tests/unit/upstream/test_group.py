@@ -118,7 +118,11 @@ def test_pinned_server_for_a_sticky_cookie() -> None:
     assert group.pinned(1, 1.0, 0b010) is None  # already tried
     assert group.pinned(3, 1.0, 0) is None
     assert group.pinned(-1, 1.0, 0) is None
+    # Draining: no new requests, but clients pinned to it may keep coming.
     servers[1].accepting = False
+    assert group.pinned(1, 1.0, 0) is servers[1]
+    # Down or disabled: the client is re-pinned elsewhere.
+    servers[1].sticky_ok = False
     assert group.pinned(1, 1.0, 0) is None
 
 

@@ -1,0 +1,86 @@
+"""Keys the balancer needs but must never print or put in its config file.
+
+The sticky cookie key turns a server's identity into an opaque id; every
+balancer process (and every node behind the same address) must use the same
+key, or clients lose their server.  It comes from a file, an environment
+variable, or is generated once and kept in ``state_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+
+from phoenix_lb.config.schema import PhoenixConfig, StickyConfig
+
+log = logging.getLogger("phoenix_lb")
+
+MIN_SECRET = 16
+_GENERATED = "sticky.key"
+
+
+def _resolve_path(path: str, config_path: str | None) -> str:
+    if os.path.isabs(path) or config_path is None:
+        return path
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), path)
+
+
+def sticky_secret(sticky: StickyConfig, state_dir: str, config_path: str | None) -> bytes:
+    """The key for one upstream's sticky ids; ValueError with a reason when unusable."""
+    if sticky.secret_file is not None:
+        path = _resolve_path(sticky.secret_file, config_path)
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            raise ValueError(f"{path}: the sticky key file must not be group or world readable")
+        with open(path, "rb") as handle:
+            key = handle.read().strip()
+    elif sticky.secret_env is not None:
+        value = os.environ.get(sticky.secret_env)
+        if value is None:
+            raise ValueError(f"environment variable {sticky.secret_env} is not set")
+        key = value.encode()
+    else:
+        key = _state_key(state_dir)
+    if len(key) < MIN_SECRET:
+        raise ValueError(f"the sticky key must be at least {MIN_SECRET} bytes")
+    return key
+
+
+def _state_key(state_dir: str) -> bytes:
+    path = os.path.join(state_dir, _GENERATED)
+    try:
+        with open(path, "rb") as handle:
+            key = handle.read().strip()
+        if len(key) >= MIN_SECRET:
+            return key
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32).encode()
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key + b"\n")
+    except FileExistsError:
+        with open(path, "rb") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        log.warning(
+            "cannot keep the sticky cookie key in %s (%s): using one for this run only; "
+            "clients will be re-pinned after a restart (set sticky.secret_file)",
+            state_dir,
+            exc,
+        )
+    return key
+
+
+def sticky_secrets(config: PhoenixConfig, config_path: str | None) -> dict[str, str]:
+    """{upstream: key (text)} for every upstream with sticky sessions."""
+    out = {}
+    for name, upstream in config.upstreams.items():
+        if upstream.sticky is not None:
+            out[name] = sticky_secret(upstream.sticky, config.state_dir, config_path).decode(
+                "latin-1"
+            )
+    return out
