@@ -13,9 +13,9 @@ from phoenix_lb.stats import (
 
 
 def test_constants_agree() -> None:
-    assert N_BUCKETS == len(BUCKETS) + 1
-    assert N_METHODS == len(METHOD_NAMES)
-    assert N_CLASSES == len(CODE_CLASSES)
+    assert len(BUCKETS) + 1 == N_BUCKETS
+    assert len(METHOD_NAMES) == N_METHODS
+    assert len(CODE_CLASSES) == N_CLASSES
 
 
 def test_bucket_index_matches_bounds() -> None:

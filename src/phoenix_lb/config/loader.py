@@ -39,7 +39,12 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from phoenix_lb.config.schema import PhoenixConfig, split_host_port, unit_of
+from phoenix_lb.config.schema import (
+    PhoenixConfig,
+    resolve_relative_paths,
+    split_host_port,
+    unit_of,
+)
 from phoenix_lb.config.units import format_duration, format_size
 
 __all__ = ["ConfigError", "format_key_path", "load_config", "load_config_text"]
@@ -82,7 +87,9 @@ def load_config(path: str | os.PathLike[str]) -> PhoenixConfig:
         raise ConfigError([f"{filename}: cannot read: not UTF-8 text (byte {exc.start})"]) from None
     except OSError as exc:
         raise ConfigError([f"{filename}: cannot read: {exc.strerror or exc}"]) from None
-    return load_config_text(text, filename)
+    # Certificate paths relative to the file, whatever the current directory.
+    directory = os.path.dirname(os.path.abspath(filename))
+    return resolve_relative_paths(load_config_text(text, filename), directory)
 
 
 def load_config_text(text: str, filename: str) -> PhoenixConfig:
@@ -612,13 +619,16 @@ def _check_policies(data: object, report: _Report) -> None:
                 continue
             for kind in ("rate_limit", "conn_limit"):
                 ref = route.get(kind)
-                if isinstance(ref, dict) and isinstance(ref.get("zone"), str):
-                    if ref["zone"] not in zones[kind]:
-                        known = ", ".join(sorted(zones[kind])) or "none defined"
-                        report.add(
-                            ("listeners", li, "routes", ri, kind, "zone"),
-                            f"unknown zone {ref['zone']!r} under {tops[kind]} (known: {known})",
-                        )
+                if (
+                    isinstance(ref, dict)
+                    and isinstance(ref.get("zone"), str)
+                    and ref["zone"] not in zones[kind]
+                ):
+                    known = ", ".join(sorted(zones[kind])) or "none defined"
+                    report.add(
+                        ("listeners", li, "routes", ri, kind, "zone"),
+                        f"unknown zone {ref['zone']!r} under {tops[kind]} (known: {known})",
+                    )
             rules = route.get("access")
             if isinstance(rules, list):
                 pairs = []

@@ -34,8 +34,6 @@ from typing import TYPE_CHECKING, Final
 
 from phoenix_lb.http.errors import CONTINUE, error_response
 from phoenix_lb.http.request import RequestHead, build_upstream_head, remove_fields
-from phoenix_lb.sticky import CACHE_CONTROL_LINE, StickyTable
-from phoenix_lb.upstream.group import HASH_HEADER, HASH_REMOTE_ADDR, HASH_URI
 from phoenix_lb.http.response import (
     BODY_CHUNKED,
     BODY_NONE,
@@ -45,6 +43,8 @@ from phoenix_lb.http.response import (
     build_client_head,
 )
 from phoenix_lb.stats import count_index
+from phoenix_lb.sticky import CACHE_CONTROL_LINE, StickyTable
+from phoenix_lb.upstream.group import HASH_HEADER, HASH_REMOTE_ADDR, HASH_URI
 
 if TYPE_CHECKING:
     from phoenix_lb.limits import ConnLimit
@@ -86,9 +86,13 @@ class Exchange:
         "body_received",
         "body_written",
         "bytes_out",
+        "client_ip",
+        "conn_limit",
+        "delay",
         "down",
         "finished",
         "group",
+        "hash_key",
         "head",
         "keep_alive",
         "last_error",
@@ -102,6 +106,7 @@ class Exchange:
         "reused",
         "sent_continue",
         "server",
+        "set_cookie",
         "started_at",
         "status",
         "tried",
@@ -109,11 +114,6 @@ class Exchange:
         "upstream_head",
         "upstream_started_at",
         "upstream_time",
-        "client_ip",
-        "conn_limit",
-        "delay",
-        "set_cookie",
-        "hash_key",
     )
 
     def __init__(

@@ -28,12 +28,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from phoenix_lb.access import AccessRules
 from phoenix_lb.accesslog import AccessLog, open_access_log
 from phoenix_lb.balancing import BalancerOptions
 from phoenix_lb.clock import HttpClock
-from phoenix_lb.config.schema import ListenerConfig, PhoenixConfig, RouteConfig, split_host_port
-from phoenix_lb.access import AccessRules
-from phoenix_lb.config.schema import SecurityHeadersConfig, UpstreamConfig
+from phoenix_lb.config.schema import (
+    ListenerConfig,
+    PhoenixConfig,
+    RouteConfig,
+    SecurityHeadersConfig,
+    UpstreamConfig,
+    split_host_port,
+)
 from phoenix_lb.limits import (
     CONN_STATE_BYTES,
     ConnLimit,

@@ -19,7 +19,6 @@ from phoenix_lb.stats import Histogram, request_counts
 from phoenix_lb.sticky import StickyTable
 from phoenix_lb.upstream.server import Server
 
-
 # hash_key kinds.
 HASH_NONE: Final = 0
 HASH_REMOTE_ADDR: Final = 1

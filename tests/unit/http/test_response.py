@@ -53,13 +53,24 @@ def test_hop_by_hop_dropped_and_server_replaced() -> None:
 
 def test_names_matched_case_insensitively_and_values_kept_verbatim() -> None:
     _, _, raw = client_head(
-        [(b"cOnNeCtIoN", b"close"), (b"SERVER", b"x"), (b"x-Custom", b"A  b"), (b"content-length", b"0")]
+        [
+            (b"cOnNeCtIoN", b"close"),
+            (b"SERVER", b"x"),
+            (b"x-Custom", b"A  b"),
+            (b"content-length", b"0"),
+        ]
     )
-    assert fields(raw)[:3] == [(b"Server", b"phoenix-lb"), (b"x-Custom", b"A  b"), (b"content-length", b"0")]
+    assert fields(raw)[:3] == [
+        (b"Server", b"phoenix-lb"),
+        (b"x-Custom", b"A  b"),
+        (b"content-length", b"0"),
+    ]
 
 
 def test_date_kept_when_present_added_when_missing() -> None:
-    _, _, raw = client_head([(b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT"), (b"Content-Length", b"0")])
+    _, _, raw = client_head(
+        [(b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT"), (b"Content-Length", b"0")]
+    )
     assert raw.count(b"Date:") == 1 and b"Mon, 01 Jan 2024" in raw
     _, _, raw = client_head([(b"Content-Length", b"0")])
     assert DATE in raw
@@ -72,7 +83,9 @@ def test_chunked_upstream_to_http11_client_keeps_its_transfer_encoding() -> None
 
 
 def test_chunked_upstream_to_http10_client_is_close_delimited() -> None:
-    head, mode, raw = client_head([(b"Transfer-Encoding", b"chunked")], version="1.0", keep_alive=False)
+    _, mode, raw = client_head(
+        [(b"Transfer-Encoding", b"chunked")], version="1.0", keep_alive=False
+    )
     assert mode == BODY_UNTIL_CLOSE
     assert b"transfer-encoding" not in raw.lower()
     assert raw.endswith(b"Connection: close\r\n\r\n")
@@ -96,7 +109,12 @@ def test_head_and_304_keep_length_metadata_without_body() -> None:
 
 def test_connection_close_and_nominated_fields() -> None:
     head, _, raw = client_head(
-        [(b"Connection", b"close, X-Internal"), (b"X-Internal", b"secret"), (b"X-Public", b"1"), (b"Content-Length", b"0")]
+        [
+            (b"Connection", b"close, X-Internal"),
+            (b"X-Internal", b"secret"),
+            (b"X-Public", b"1"),
+            (b"Content-Length", b"0"),
+        ]
     )
     assert head.close
     assert b"X-Internal" not in raw and b"secret" not in raw and b"X-Public: 1" in raw
