@@ -75,12 +75,15 @@ def test_hop_by_hop_request_headers_removed(backends, proxy) -> None:
 
 
 def test_connection_upgrade_request_is_proxied_without_upgrade(backends, proxy) -> None:
-    """A websocket-style upgrade is not forwarded; the request is answered as plain HTTP."""
+    """An upgrade other than WebSocket (h2c) is not forwarded; the request is plain HTTP.
+
+    (WebSocket upgrades are forwarded: tests/integration/test_websocket.py.)
+    """
     (b,) = backends(1)
     p = proxy(make_config([b.address]))
     with RawClient(p.port) as client:
         resp = client.request(
-            "GET", "/echo", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket")]
+            "GET", "/echo", headers=[("Connection", "Upgrade"), ("Upgrade", "h2c")]
         )
         assert resp.status == 200
         assert resp.header("Upgrade") is None

@@ -418,6 +418,7 @@ def build_upstream_head(
     scheme: bytes,
     default_host: bytes,
     peer_ip: bytes | None = None,
+    upgrade: bytes | None = None,
 ) -> bytes:
     """Serialize the request for an HTTP/1.1 upstream.
 
@@ -440,6 +441,10 @@ def build_upstream_head(
     parts.append(xff)
     parts.append(b"\r\n")
     parts.append(_PROTO_LINE.get(scheme) or b"X-Forwarded-Proto: %s\r\n" % scheme)
+    if upgrade is not None:
+        # Forwarded only for a client that asked (the seed sends Connection:
+        # upgrade on every request, which makes keep-alive upstream impossible).
+        parts.append(b"Upgrade: %s\r\nConnection: upgrade\r\n" % upgrade)
     if head.chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
     elif head.content_length is not None:

@@ -42,6 +42,7 @@ __all__ = [
     "analyze_response",
     "body_mode",
     "build_client_head",
+    "build_switch_head",
     "scan_head",
 ]
 
@@ -280,4 +281,19 @@ def build_client_head(
     if extra:
         parts.append(extra)
     parts.append(end)
+    return b"".join(parts)
+
+
+def build_switch_head(head: ResponseHead, upgrade: bytes, extra: bytes = b"") -> bytes:
+    """The ``101 Switching Protocols`` head for the client.
+
+    Upgrade and Connection are hop-by-hop and were dropped from the upstream's
+    head; a switch needs them, so they are written again for this hop.
+    """
+    parts = [status_line(101), SERVER_HEADER[:-2]]
+    parts += head.forward
+    parts.append(b"\r\nUpgrade: %s\r\nConnection: upgrade\r\n" % upgrade)
+    if extra:
+        parts.append(extra)
+    parts.append(b"\r\n")
     return b"".join(parts)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from phoenix_lb.accesslog import AccessLog
 from phoenix_lb.clock import HttpClock
@@ -19,8 +20,23 @@ from phoenix_lb.stats import Histogram, request_counts
 if TYPE_CHECKING:
     from phoenix_lb.config.schema import LimitsConfig, TimeoutsConfig
     from phoenix_lb.realip import RealIp
-    from phoenix_lb.server.h1 import H1Connection
     from phoenix_lb.server.route import Route
+
+
+class Downstream(Protocol):
+    """What the runtime needs of a client connection (HTTP/1.x, the HTTPS redirect...)."""
+
+    def stub_state(self) -> int:
+        """0 reading a request, 1 writing a response, 2 idle (nginx stub_status)."""
+        ...
+
+    def close_idle(self) -> bool:
+        """Close now if no request is in progress; True if closed."""
+        ...
+
+    def abort(self) -> None:
+        """Close at once, dropping whatever is in progress."""
+        ...
 
 
 class ListenerContext:
@@ -70,6 +86,7 @@ class ListenerContext:
         self.client_body_timeout = timeouts.client_body
         self.client_send_timeout = timeouts.client_send
         self.keepalive_timeout = timeouts.keepalive
+        self.tunnel_idle = timeouts.tunnel_idle
         self.connect_timeout = timeouts.connect
         self.send_timeout = timeouts.send
         self.read_timeout = timeouts.read
@@ -77,7 +94,7 @@ class ListenerContext:
         self.max_headers = limits.max_headers
         self.max_body = limits.max_body
         #: open client connections, for graceful shutdown
-        self.connections: set[H1Connection] = set()
+        self.connections: set[Downstream] = set()
         #: counters since start
         self.accepted = 0
         self.requests = 0
@@ -88,3 +105,18 @@ class ListenerContext:
         #: requests answered by the proxy itself (400, 404, 413...)
         self.local_counts = request_counts(1)
         self.local_durations = Histogram()
+        # TLS listeners (set by the runtime): the context new connections get
+        # (swapped with this object on reload) and the handshake deadline.
+        self.ssl_context: ssl.SSLContext | None = None
+        self.tls_handshake_timeout = 10.0
+        #: redirect_https listeners: b"https://" + server_name (None: proxy)
+        self.redirect_to: bytes | None = None
+        #: completed TLS handshakes, and how many of them resumed a session
+        self.tls_handshakes = 0
+        self.tls_resumed = 0
+        #: completed handshakes by protocol version ("TLSv1.3" -> count)
+        self.tls_versions: dict[str, int] = {}
+        #: failed handshakes by reason (tls.HANDSHAKE_ERROR_REASONS -> count)
+        self.tls_handshake_errors: dict[str, int] = {}
+        #: from accept to handshake complete, seconds
+        self.tls_handshake_time = Histogram()

@@ -41,7 +41,9 @@ from phoenix_lb.http.response import (
     ResponseHead,
     body_mode,
     build_client_head,
+    build_switch_head,
 )
+from phoenix_lb.server.tunnel import Tunnel
 from phoenix_lb.stats import count_index
 from phoenix_lb.sticky import CACHE_CONTROL_LINE, StickyTable
 from phoenix_lb.upstream.group import HASH_HEADER, HASH_REMOTE_ADDR, HASH_URI
@@ -82,6 +84,7 @@ class Exchange:
     """A request in flight from a client through an upstream server and back."""
 
     __slots__ = (
+        "_switch",
         "body_done",
         "body_received",
         "body_written",
@@ -90,6 +93,7 @@ class Exchange:
         "conn_limit",
         "delay",
         "down",
+        "early",
         "finished",
         "group",
         "hash_key",
@@ -110,7 +114,9 @@ class Exchange:
         "started_at",
         "status",
         "tried",
+        "tunnel",
         "up",
+        "upgrade",
         "upstream_head",
         "upstream_started_at",
         "upstream_time",
@@ -136,6 +142,13 @@ class Exchange:
         self.set_cookie = False
         #: the request's consistent-hashing key
         self.hash_key = b""
+        #: b"websocket" when the client asked to switch protocols
+        self.upgrade: bytes | None = None
+        #: client bytes that followed the upgrade request (the new protocol's)
+        self.early = b""
+        #: the tunnel after a 101
+        self.tunnel: Tunnel | None = None
+        self._switch: ResponseHead | None = None
         self.server: Server | None = None
         self.up: UpstreamConnection | None = None
         self.reused = False
@@ -265,6 +278,9 @@ class Exchange:
 
     def on_client_lost(self) -> None:
         """The client went away: abandon the upstream side."""
+        if self.tunnel is not None:
+            self.tunnel.close()
+            return
         if self.finished:
             return
         self.finished = True
@@ -362,7 +378,12 @@ class Exchange:
         data = self.upstream_head
         if not data:
             data = self.upstream_head = build_upstream_head(
-                head, self.client_ip, down.ctx.scheme, down.default_host(self.group), down.peer_ip
+                head,
+                self.client_ip,
+                down.ctx.scheme,
+                down.default_host(self.group),
+                down.peer_ip,
+                self.upgrade,
             )
         pending = self.pending
         if pending:
@@ -376,7 +397,13 @@ class Exchange:
         if head.chunked and body_done:
             data += _LAST_CHUNK
         conn.start(
-            self, data, head.method == b"HEAD", body_done, now, bool(down.ctx.security_headers)
+            self,
+            data,
+            head.method == b"HEAD",
+            body_done,
+            now,
+            bool(down.ctx.security_headers),
+            self.upgrade is not None,
         )
         if down.write_paused:
             conn.transport.pause_reading()  # type: ignore[union-attr]
@@ -461,6 +488,10 @@ class Exchange:
         self.upstream_time = now - self.upstream_started_at
         head = self.head
         status = response.status
+        if status == 101:
+            # Written with the switch (on_upstream_switched), right after.
+            self._switch = response
+            return
         mode = self.mode = body_mode(response, head.method, head.version)
         self.status = status
         group = self.group
@@ -525,6 +556,47 @@ class Exchange:
         self.finished = True
         self._account()
         down.exchange_done(self, self.keep_alive and self.body_done)
+
+    def on_upstream_switched(self, rest: bytes) -> None:
+        """The upstream accepted the upgrade: from now on both sides are a tunnel."""
+        conn = self.up
+        response = self._switch
+        if conn is None or response is None or self.finished or self.upgrade is None:
+            if conn is not None:
+                conn.close()
+            return
+        down = self.down
+        ctx = down.ctx
+        self.status = 101
+        self.response_started = True
+        extra = ctx.security_headers
+        server = self.server
+        group = self.group
+        if self.set_cookie and server is not None and group.sticky is not None:
+            extra = extra + group.sticky.set_cookie_line(server.index, ctx.tls or None)
+        down.write(build_switch_head(response, self.upgrade, extra))
+        tunnel = Tunnel(down, conn, self, ctx.tunnel_idle)
+        self.tunnel = tunnel
+        down.tunnel = tunnel
+        conn.tunnel = tunnel
+        if rest:
+            tunnel.from_upstream(rest)
+        if self.early:
+            early, self.early = self.early, b""
+            tunnel.from_client(early)
+        down.resume_reading(_SWITCHING)
+
+    def tunnel_ended(self, bytes_down: int) -> None:
+        """The tunnel closed: the request is over."""
+        self.up = None
+        self.bytes_out = bytes_down
+        server = self.server
+        if server is not None and server.passive.fails:
+            server.on_success()
+        self._release_server()
+        if not self.finished:
+            self.finished = True
+            self._account()
 
     def on_upstream_lost(self, got_response_bytes: bool) -> None:
         self.up = None
@@ -692,6 +764,7 @@ _WAIT_UPSTREAM: Final = 1
 _UPSTREAM_FULL: Final = 2
 # (h1.py owns 4 and 8.)
 _DELAYED: Final = 16
+_SWITCHING: Final = 32
 
 
 class LocalResponse:

@@ -43,6 +43,7 @@ from phoenix_lb.server.exchange import Exchange, LocalResponse
 if TYPE_CHECKING:
     from phoenix_lb.server.context import ListenerContext
     from phoenix_lb.server.route import Route
+    from phoenix_lb.server.tunnel import Tunnel
     from phoenix_lb.upstream.group import UpstreamGroup
 
 # Write buffer high-water mark: above it the upstream read side is paused,
@@ -59,8 +60,10 @@ _BODY: Final = 2
 _LINGER_SECONDS: Final = 2.0
 # Reasons reading is paused (bits).
 _PIPELINE: Final = 4
+# Waiting for the upstream's answer to a WebSocket upgrade.
+_SWITCHING: Final = 32
 # Pause reasons owned by an exchange (see exchange.py).
-_EXCHANGE_REASONS: Final = 1 | 2
+_EXCHANGE_REASONS: Final = 1 | 2 | 16 | 32
 _STOPPED: Final = 8
 
 
@@ -128,6 +131,7 @@ class H1Connection(asyncio.Protocol):
         "parser",
         "peer_ip",
         "transport",
+        "tunnel",
         "write_paused",
     )
 
@@ -145,6 +149,8 @@ class H1Connection(asyncio.Protocol):
         self.client_ip = b""
         #: bytes of a PROXY protocol header still incomplete (None: none expected)
         self._proxy_buf: bytes | None = b"" if ctx.proxy_protocol else None
+        #: the WebSocket tunnel this connection became after a 101
+        self.tunnel: Tunnel | None = None
         self.deadline = Deadline(self.loop, self._on_deadline)
         #: no more writes: the transport is closed or closing
         self.closing = False
@@ -184,6 +190,10 @@ class H1Connection(asyncio.Protocol):
         if self.lingering:
             return
         self.ctx.bytes_in += len(data)
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.from_client(data)
+            return
         if self._proxy_buf is not None:
             rest = self._proxy_header(data)
             if not rest:
@@ -207,7 +217,7 @@ class H1Connection(asyncio.Protocol):
             else:
                 raise
         except httptools.HttpParserUpgrade as exc:
-            self._after_upgrade(data, exc.args[0])
+            self._after_upgrade(data[exc.args[0] :])
         except httptools.HttpParserError:
             self._refuse(400)
         else:
@@ -226,6 +236,10 @@ class H1Connection(asyncio.Protocol):
         # the middle of a body ends the request at once: the body can never
         # complete, and the upstream connection should not wait for it.
         self.close_after = True
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.client_eof()
+            return True
         if self._active is None or self._phase == _BODY:
             return None
         return True
@@ -238,6 +252,9 @@ class H1Connection(asyncio.Protocol):
         if on_close is not None:
             self._on_close = None
             on_close()
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.close()
         active = self._active
         self._active = None
         self._parsing = None
@@ -288,11 +305,19 @@ class H1Connection(asyncio.Protocol):
         if not version:
             version = parser.get_http_version()
         head = self.builder.finish(method, version)
+        upgrade: bytes | None = None
+        if parser.should_upgrade():
+            if head.has_body:
+                raise RequestError(400, "Upgrade requests with a body are not supported")
+            if (
+                head.method == b"GET"
+                and head.upgrade is not None
+                and head.upgrade.strip().lower() == b"websocket"
+            ):
+                upgrade = b"websocket"
         if head.has_body:
             self._phase = _BODY
             self.deadline.set_after(ctx.client_body_timeout)
-            if parser.should_upgrade():
-                raise RequestError(400, "Upgrade requests with a body are not supported")
         elif self._active is None:
             # Until the response is done only upstream deadlines run.
             self.deadline.when = 0.0
@@ -324,6 +349,9 @@ class H1Connection(asyncio.Protocol):
                 responder = Exchange(self, head, route.group, self.client_ip)
             else:
                 responder = self._admit(head, route)
+        if upgrade is not None and isinstance(responder, Exchange):
+            responder.upgrade = upgrade
+            responder.keep_alive = False
         self._parsing = responder
         if self._active is None:
             self._active = responder
@@ -562,17 +590,42 @@ class H1Connection(asyncio.Protocol):
                 self._queue = deque()
             self._queue.append(responder)
 
-    def _after_upgrade(self, data: bytes, offset: int) -> None:
-        # The request asked to switch protocols; we do not (yet) forward
-        # upgrades, so it was proxied as a plain request and whatever follows
-        # is the next request, for a fresh parser.
-        self.parser = httptools.HttpRequestParser(self)
+    def _after_upgrade(self, rest: bytes) -> None:
+        """The parser stopped after an upgrade request: ``rest`` followed it."""
+        responder = self._active
+        queue = self._queue
+        if queue:
+            responder = queue[-1]
+        if (
+            isinstance(responder, Exchange)
+            and responder.upgrade is not None
+            and not responder.finished
+        ):
+            # WebSocket: until the upstream answers, these bytes belong to
+            # nobody yet (the new protocol after a 101; after a refusal the
+            # connection closes).  Reading waits.
+            responder.early += rest
+            self.pause_reading(_SWITCHING)
+            return
+        # An upgrade we do not forward (h2c...) was proxied as a plain
+        # request: what follows is the next request, for a fresh parser.
+        self.parser = httptools.HttpRequestParser(_ParserCallbacks(self))
         self._phase = _IDLE
-        rest = data[offset:]
         if rest:
             self.data_received(rest)
 
+    def abort_after_flush(self) -> None:
+        """Close once what is buffered is written (a tunnel ended)."""
+        self.closing = True
+        self.deadline.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
     def _on_deadline(self) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.timed_out()
+            return
         if self.lingering:
             self.lingering = False
             if self.transport is not None:

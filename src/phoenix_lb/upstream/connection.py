@@ -33,6 +33,7 @@ from phoenix_lb.deadline import Deadline
 from phoenix_lb.http.response import ResponseHead, scan_head
 
 if TYPE_CHECKING:
+    from phoenix_lb.server.tunnel import Tunnel
     from phoenix_lb.upstream.pool import ConnectionPool
 
 # Write buffer high-water mark: above it the request body source is paused.
@@ -64,6 +65,8 @@ class ResponseSink(Protocol):
     def on_upstream_writable(self, writable: bool) -> None: ...
 
     def flush(self) -> None: ...
+
+    def on_upstream_switched(self, rest: bytes) -> None: ...
 
 
 class _ParserCallbacks:
@@ -106,6 +109,8 @@ class UpstreamConnection(asyncio.Protocol):
         "send_timeout",
         "sink",
         "transport",
+        "tunnel",
+        "upgrade_requested",
     )
 
     def __init__(self, pool: ConnectionPool, loop: asyncio.AbstractEventLoop) -> None:
@@ -114,6 +119,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(_ParserCallbacks(self))
         self.sink: ResponseSink | None = None
+        #: the WebSocket tunnel this connection carries after a 101
+        self.tunnel: Tunnel | None = None
+        #: the request asked to switch protocols: a 101 is a valid answer
+        self.upgrade_requested = False
         self.deadline = Deadline(loop, self._on_deadline)
         self.read_timeout = 60.0
         self.send_timeout = 60.0
@@ -148,6 +157,7 @@ class UpstreamConnection(asyncio.Protocol):
         request_complete: bool,
         now: float,
         strip_security: bool = False,
+        upgrade: bool = False,
     ) -> None:
         """Send a request head (and any body bytes already at hand) for ``sink``."""
         self.sink = sink
@@ -158,6 +168,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_start = 0
         self._head_only = head_only
         self._strip_security = strip_security
+        self.upgrade_requested = upgrade
         self.awaiting_response = request_complete
         if request_complete:
             self.deadline.set(now + self.read_timeout)
@@ -198,6 +209,10 @@ class UpstreamConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.from_upstream(data)
+            return
         sink = self.sink
         if sink is None:
             # Unsolicited bytes on an idle connection: it is out of sync.
@@ -209,6 +224,12 @@ class UpstreamConnection(asyncio.Protocol):
             self._buf = data if not self._buf else self._buf + data
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # 101 accepted (on_headers_complete checked it was asked for):
+            # what follows the head is the new protocol's.
+            self.deadline.cancel()
+            sink.on_upstream_switched(data[exc.args[0] :])
+            return
         except httptools.HttpParserError as exc:
             self.sink = None
             self.close()
@@ -226,8 +247,19 @@ class UpstreamConnection(asyncio.Protocol):
                 self.deadline.set_after(self.read_timeout)
             sink.flush()
 
+    def eof_received(self) -> bool | None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.upstream_eof()
+            return True
+        return None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.deadline.cancel()
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.close()
+            return
         if self.in_pool:
             self.pool.discard(self)
         sink = self.sink
@@ -279,8 +311,17 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status < 200:
             if status == 101:
-                # We never forward Upgrade, so a switch is a protocol error.
-                raise ValueError("unexpected 101 Switching Protocols")
+                if not self.upgrade_requested:
+                    # Upgrade is forwarded only when asked: a switch is an error.
+                    raise ValueError("unexpected 101 Switching Protocols")
+                response = scan_head(status, buf, line_end, end, self._strip_security)
+                self._head_seen = True
+                self._buf = b""
+                self._response = response
+                sink = self.sink
+                if sink is not None:
+                    sink.on_upstream_head(response)
+                return
             self._interim = True
             self._head_start = end + 4
             return
