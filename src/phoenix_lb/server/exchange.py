@@ -50,7 +50,7 @@ from phoenix_lb.upstream.group import HASH_HEADER, HASH_REMOTE_ADDR, HASH_URI
 
 if TYPE_CHECKING:
     from phoenix_lb.limits import ConnLimit
-    from phoenix_lb.server.h1 import H1Connection
+    from phoenix_lb.server.downstream import Downstream
     from phoenix_lb.upstream.connection import UpstreamConnection
     from phoenix_lb.upstream.group import UpstreamGroup
     from phoenix_lb.upstream.server import Server
@@ -124,7 +124,7 @@ class Exchange:
 
     def __init__(
         self,
-        down: H1Connection,
+        down: Downstream,
         head: RequestHead,
         group: UpstreamGroup,
         client_ip: bytes = b"",
@@ -778,7 +778,7 @@ class LocalResponse:
 
     def __init__(
         self,
-        down: H1Connection,
+        down: Downstream,
         status: int,
         *,
         close: bool,

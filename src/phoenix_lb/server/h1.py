@@ -38,13 +38,12 @@ from phoenix_lb.deadline import Deadline
 from phoenix_lb.http.path import normalize_path
 from phoenix_lb.http.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from phoenix_lb.http.request import RequestError, RequestHead, RequestHeadBuilder
+from phoenix_lb.server.downstream import Downstream
 from phoenix_lb.server.exchange import Exchange, LocalResponse
 
 if TYPE_CHECKING:
     from phoenix_lb.server.context import ListenerContext
     from phoenix_lb.server.route import Route
-    from phoenix_lb.server.tunnel import Tunnel
-    from phoenix_lb.upstream.group import UpstreamGroup
 
 # Write buffer high-water mark: above it the upstream read side is paused,
 # so a slow client costs at most this much buffered response per connection.
@@ -105,7 +104,7 @@ class _ParserCallbacks:
         self.on_message_complete = conn.on_message_complete
 
 
-class H1Connection(asyncio.Protocol):
+class H1Connection(Downstream):
     """One client connection speaking HTTP/1.0 or HTTP/1.1."""
 
     __slots__ = (
@@ -121,44 +120,21 @@ class H1Connection(asyncio.Protocol):
         "_write",
         "_writelines",
         "builder",
-        "client_ip",
-        "close_after",
-        "closing",
-        "ctx",
-        "deadline",
         "lingering",
-        "loop",
         "parser",
-        "peer_ip",
-        "transport",
-        "tunnel",
-        "write_paused",
     )
 
     def __init__(self, ctx: ListenerContext, on_close: Callable[[], None] | None = None) -> None:
-        self.ctx = ctx
+        # The deadline needs the bound method, the base class the deadline.
+        super().__init__(ctx, Deadline(ctx.loop, self._on_deadline))
         #: told when the connection is gone (the runtime counts connections)
         self._on_close = on_close
-        self.loop = ctx.loop
-        self.transport: asyncio.Transport | None = None
         self.builder = RequestHeadBuilder(ctx.max_headers, ctx.max_header_bytes)
         self.parser = httptools.HttpRequestParser(_ParserCallbacks(self))
-        #: the address of the connection's peer
-        self.peer_ip = b""
-        #: the client's address: the peer, or what a trusted PROXY header said
-        self.client_ip = b""
         #: bytes of a PROXY protocol header still incomplete (None: none expected)
         self._proxy_buf: bytes | None = b"" if ctx.proxy_protocol else None
-        #: the WebSocket tunnel this connection became after a 101
-        self.tunnel: Tunnel | None = None
-        self.deadline = Deadline(self.loop, self._on_deadline)
-        #: no more writes: the transport is closed or closing
-        self.closing = False
-        #: close once the response in progress is complete
-        self.close_after = False
         #: discarding input before closing, so our last response is not lost
         self.lingering = False
-        self.write_paused = False
         self._phase = _IDLE
         self._paused = 0
         self._active: _Responder | None = None
@@ -469,10 +445,6 @@ class H1Connection(asyncio.Protocol):
 
     # -- used by exchanges --------------------------------------------------------
 
-    def default_host(self, group: UpstreamGroup) -> bytes:
-        """Host for an HTTP/1.0 request without one: server_name, else the upstream name."""
-        return self.ctx.server_name or group.name.encode()
-
     def write(self, data: bytes) -> None:
         """Send bytes to the client."""
         if not self.closing:
@@ -499,9 +471,10 @@ class H1Connection(asyncio.Protocol):
             if not self._paused and self.transport is not None and not self.closing:
                 self.transport.resume_reading()
 
-    def exchange_done(self, responder: _Responder, keep_alive: bool) -> None:
+    def exchange_done(self, responder: object, keep_alive: bool) -> None:
         """The active response is complete; start the next one or close."""
-        if responder is not self._active:
+        done = self._active
+        if done is None or responder is not done:
             return
         self._active = None
         if self._paused & _EXCHANGE_REASONS:
@@ -511,15 +484,15 @@ class H1Connection(asyncio.Protocol):
         if transport is None or self.closing:
             return
         if not keep_alive or self.close_after or (self._paused & _STOPPED and not self._queue):
-            self._close(linger=not responder.body_done or bool(self._paused & _STOPPED))
+            self._close(linger=not done.body_done or bool(self._paused & _STOPPED))
             return
         queue = self._queue
         if queue:
-            responder = queue.popleft()
-            self._active = responder
+            following = queue.popleft()
+            self._active = following
             if not queue:
                 self.resume_reading(_PIPELINE)
-            responder.start()
+            following.start()
             return
         if self._phase == _IDLE:
             self.deadline.set_after(self.ctx.keepalive_timeout)

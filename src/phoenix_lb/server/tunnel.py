@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from phoenix_lb.server.downstream import Downstream
     from phoenix_lb.server.exchange import Exchange
-    from phoenix_lb.server.h1 import H1Connection
     from phoenix_lb.upstream.connection import UpstreamConnection
 
 
@@ -37,7 +37,7 @@ class Tunnel:
 
     def __init__(
         self,
-        down: H1Connection,
+        down: Downstream,
         up: UpstreamConnection,
         exchange: Exchange,
         idle: float,
