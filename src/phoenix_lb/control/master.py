@@ -257,6 +257,15 @@ class WorkerPool:
             log.info("listening on %s (%d sockets, steered by client address)", bind, self.count)
         self.groups = {**self.groups, **new}
 
+    def listening_sockets(self) -> dict[str, list[socket.socket]]:
+        """Every listener's sockets (all workers' shares), for the accept-queue metric."""
+        if self.config is None:
+            return {}
+        return {
+            item.name: [sock for bind in item.bind for sock in self.groups.get(bind, [])]
+            for item in self.config.listeners
+        }
+
     def addresses(self, listener: str) -> list[tuple[str, int]]:
         """Bound (host, port) of a listener (tests; port 0 resolved)."""
         assert self.config is not None
@@ -351,14 +360,18 @@ class WorkerPool:
         if channel is None:
             raise ConnectionError("worker channel closed")
         self._message_id += 1
+        # Our own id: the counter moves on while we wait (overlapping stats
+        # scrapes and reloads), and popping its current value would drop
+        # another request's pending reply.
+        message_id = self._message_id
         future: asyncio.Future[Message] = self.loop.create_future()
-        worker.pending[self._message_id] = future
-        channel.send({**message, "id": self._message_id})
+        worker.pending[message_id] = future
+        channel.send({**message, "id": message_id})
         try:
             async with asyncio.timeout(timeout):
                 return await future
         finally:
-            worker.pending.pop(self._message_id, None)
+            worker.pending.pop(message_id, None)
 
     async def _watch(self, worker: Worker) -> None:
         process = worker.process

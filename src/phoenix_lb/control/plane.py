@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ from phoenix_lb.admin.server import AdminRequest, AdminResponse, AdminRouter, Ad
 from phoenix_lb.admin.status import STATUS_CSS, STATUS_HTML, STATUS_JS, status_view
 from phoenix_lb.config.loader import ConfigError, load_config
 from phoenix_lb.config.schema import PhoenixConfig, split_host_port
+from phoenix_lb.control.listen_queue import listener_queues, read_listen_queues
 from phoenix_lb.control.state import ADMIN_STATES, AdminState, ServerKey, StateStore
 from phoenix_lb.eventloop import loop_name
 from phoenix_lb.health.checker import CheckTarget, HealthChecker, targets_from_config
@@ -60,6 +62,8 @@ class DataPlane(Protocol):
     async def stop(self, timeout: float, *, graceful: bool = True) -> None: ...
 
     def reopen_logs(self) -> None: ...
+
+    def listening_sockets(self) -> dict[str, list[socket.socket]]: ...
 
     @property
     def workers(self) -> int: ...
@@ -105,6 +109,11 @@ class LocalDataPlane:
     def reopen_logs(self) -> None:
         if self.runtime is not None:
             self.runtime.reopen_logs()
+
+    def listening_sockets(self) -> dict[str, list[socket.socket]]:
+        if self.runtime is None:
+            return {}
+        return {bound.name: list(bound.sockets) for bound in self.runtime.listeners}
 
     @property
     def workers(self) -> int:
@@ -415,6 +424,9 @@ class ControlPlane:
         return {
             "servers": servers,
             "listener_names": [{"name": listener.name} for listener in self.config.listeners],
+            "listen_queue": listener_queues(
+                self.data_plane.listening_sockets(), read_listen_queues()
+            ),
             "workers": self.data_plane.workers,
             "worker_restarts": self.data_plane.worker_restarts,
             "reloads_ok": self.reloads_ok,
