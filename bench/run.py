@@ -14,6 +14,22 @@ claim can be checked run by run.
 ``--idle`` instead opens N idle keep-alive client connections to phoenix-lb
 and reports its resident memory per connection.
 
+``--workers 2`` compares phoenix-lb ``workers: 2`` with nginx
+``worker_processes 2``.  Nothing is pinned then (two balancer workers on a
+2-core machine leave no core to give wrk and the backends), so the result is
+whole-machine throughput.  phoenix-lb steers each client address to one
+worker, so wrk's threads connect to different local addresses
+(``--client-addresses``) to spread over both workers, as real clients do.
+
+``--metrics-overhead`` runs phoenix-lb only, A B A B: A with nothing
+scraping, B with a scraper fetching the admin ``/metrics`` every second
+(``--scrape-interval``), and reports the throughput cost of being scraped;
+then it measures the CPU one scrape costs on an idle balancer, the figure
+that run-to-run noise cannot hide.  The counters themselves are always
+kept (there is no switch to turn them off); their per-request cost is inside
+every phoenix-lb number, and the peer comparison with nginx is where it
+shows.
+
 Standard library only (Linux /proc for CPU and memory).  Every process
 started here is stopped by PID at the end, on errors and on Ctrl-C too, and
 every wait is bounded.  See bench/README.md.
@@ -23,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
+import ipaddress
 import json
 import os
 import platform
@@ -34,9 +52,11 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -56,6 +76,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_RPS_RATIO = 0.6
 TARGET_P99_RATIO = 1.5
 TARGET_IDLE_BYTES_PER_CONN = 16 * 1024
+# Issue 5: metrics may cost under 5% of throughput.
+TARGET_METRICS_OVERHEAD_PERCENT = 5.0
+SCRAPE_COST_SAMPLES = 200  # back-to-back scrapes of an idle balancer
 SATURATED_CPU_PERCENT = 90.0  # below this the LB core was not the bottleneck
 # Busy time on a core beyond its pinned processes (kernel work for loopback
 # plus anything else running); 2-3% on a quiet 2-vCPU VM.
@@ -188,7 +211,7 @@ class Managed:
 
 
 class ProcessSet:
-    """Starts processes pinned to one core and stops every one of them by PID.
+    """Starts processes (pinned to one core, or not) and stops every one of them by PID.
 
     Children get their own session, so a Ctrl-C in the terminal reaches only
     this script, which then stops them in reverse start order.
@@ -203,15 +226,16 @@ class ProcessSet:
         name: str,
         argv: Sequence[str],
         *,
-        cpu: int,
+        cpu: int | None,
         stdout: Path,
         extra_logs: Sequence[Path] = (),
         cwd: Path | None = None,
     ) -> Managed:
+        # taskset execs the program, so the PID is the program's own.
+        pin = [self._taskset, "-c", str(cpu)] if cpu is not None else []
         with stdout.open("wb") as out:
-            # taskset execs the program, so the PID is the program's own.
             proc = subprocess.Popen(
-                [self._taskset, "-c", str(cpu), *argv],
+                [*pin, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -311,7 +335,9 @@ def free_ports(count: int) -> list[int]:
 # Configurations
 
 
-def _nginx_main(prefix: Path, *, master: bool, nofile: int, worker_connections: int) -> str:
+def _nginx_main(
+    prefix: Path, *, master: bool, nofile: int, worker_connections: int, workers: int = 1
+) -> str:
     temp_paths = "\n".join(
         f"    {kind}_temp_path {prefix / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -319,7 +345,7 @@ def _nginx_main(prefix: Path, *, master: bool, nofile: int, worker_connections: 
     return f"""\
 daemon off;
 master_process {"on" if master else "off"};
-worker_processes 1;
+worker_processes {workers};
 worker_rlimit_nofile {nofile};
 pid {prefix / "nginx.pid"};
 error_log {prefix / "error.log"} warn;
@@ -356,10 +382,20 @@ def nginx_backend_conf(prefix: Path, port: int, index: int) -> str:
     )
 
 
-def nginx_lb_conf(prefix: Path, port: int, upstreams: Sequence[int], max_clients: int) -> str:
+def nginx_lb_conf(
+    prefix: Path,
+    port: int,
+    upstreams: Sequence[int],
+    max_clients: int,
+    *,
+    workers: int = 1,
+    hosts: Sequence[str] = (HOST,),
+) -> str:
     servers = "\n".join(f"        server {HOST}:{p};" for p in upstreams)
+    listen = "\n".join(f"        listen {host}:{port} backlog=4096;" for host in hosts)
     worker_connections = max(4096, max_clients + 1024)
-    # A master and one worker: nginx as it is deployed.  The X-Forwarded-*
+    # A master and its workers: nginx as it is deployed (one shared listening
+    # socket per address, no reuseport: nginx's default).  The X-Forwarded-*
     # headers are the work phoenix-lb does on every request too.
     return (
         _nginx_main(
@@ -367,6 +403,7 @@ def nginx_lb_conf(prefix: Path, port: int, upstreams: Sequence[int], max_clients
             master=True,
             nofile=worker_connections + 1024,
             worker_connections=worker_connections,
+            workers=workers,
         )
         + f"""
     upstream backends {{
@@ -377,7 +414,7 @@ def nginx_lb_conf(prefix: Path, port: int, upstreams: Sequence[int], max_clients
     }}
 
     server {{
-        listen {HOST}:{port} backlog=4096;
+{listen}
         location / {{
             proxy_pass http://backends;
             proxy_http_version 1.1;
@@ -392,13 +429,22 @@ def nginx_lb_conf(prefix: Path, port: int, upstreams: Sequence[int], max_clients
     )
 
 
-def phoenix_conf(port: int, upstreams: Sequence[int]) -> str:
+def phoenix_conf(
+    port: int,
+    upstreams: Sequence[int],
+    *,
+    workers: int = 1,
+    hosts: Sequence[str] = (HOST,),
+    admin_port: int | None = None,
+) -> str:
     servers = "\n".join(f'      - {{address: "{HOST}:{p}"}}' for p in upstreams)
+    binds = ", ".join(f'"{host}:{port}"' for host in hosts)
+    admin = f'{{bind: "{HOST}:{admin_port}"}}' if admin_port else "null"
     return f"""\
-workers: 1
+workers: {workers}
 listeners:
   - name: bench
-    bind: ["{HOST}:{port}"]
+    bind: [{binds}]
     routes:
       - {{path: /, upstream: backends}}
 upstreams:
@@ -408,7 +454,7 @@ upstreams:
     servers:
 {servers}
 access_log: {{format: "off"}}
-admin: null
+admin: {admin}
 """
 
 
@@ -547,10 +593,10 @@ class WrkWindow:
 
 @dataclass(slots=True)
 class Run:
-    """One measured wrk run against one balancer."""
+    """One measured wrk run against one balancer (or one variant of phoenix-lb)."""
 
     round: int
-    lb: LB
+    lb: str  # a Variant
     rps: float
     requests: int
     latency_ms: dict[str, float]
@@ -564,8 +610,76 @@ class Run:
     core_busy_percent: dict[int, float]
     # Core busy time not used by the pinned processes: other programs on the
     # machine, kernel threads.  More than a few percent makes the run noisy.
+    # Pinned runs only (by core); unpinned runs have machine_other_percent.
     other_cpu_percent: dict[int, float]
+    # All cores together, in % of one core (200 = both cores of 2 busy).
+    machine_busy_percent: float
+    machine_other_percent: float
     wrk_output: str
+    # --metrics-overhead: scrapes of /metrics during the measured window.
+    scrapes: int = 0
+    scrape_ms_median: float | None = None
+    scrape_bytes: int = 0
+
+
+class Scraper:
+    """Fetches the admin /metrics every ``interval`` seconds in a thread, like Prometheus."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        self.port = port
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self.times_ms: list[float] = []
+        self.sizes: list[int] = []
+        self.failures = 0
+        self.thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+
+    def scrape_once(self) -> bool:
+        """One ``GET /metrics`` on a new connection; records its time and size."""
+        request = (
+            f"GET /metrics HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        t0 = time.monotonic()
+        try:
+            with socket.create_connection((HOST, self.port), timeout=5.0) as sock:
+                sock.sendall(request)
+                buf = b""
+                while not body_complete(buf) and (data := sock.recv(65536)):
+                    buf += data
+            ok = buf.startswith(b"HTTP/1.1 200")
+        except OSError:
+            ok = False
+        if ok:
+            self.times_ms.append((time.monotonic() - t0) * 1000)
+            self.sizes.append(len(buf))
+        else:
+            self.failures += 1
+        return ok
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            t0 = time.monotonic()
+            self.scrape_once()
+            self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - t0)))
+
+    def mark(self) -> int:
+        """Index of the next scrape, to count those of one window."""
+        return len(self.times_ms)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(10.0)
+
+
+# What each variant runs: (balancer, scraped).  Pairs are compared A over B.
+VARIANTS: dict[str, tuple[LB, bool]] = {
+    "phoenix": ("phoenix", False),
+    "nginx": ("nginx", False),
+    "phoenix+scrape": ("phoenix", True),
+}
 
 
 @dataclass(slots=True)
@@ -576,14 +690,29 @@ class Bench:
     tools: Tools
     procs: ProcessSet
     tmp: Path
-    lbs: list[LB]
+    lbs: list[str]  # variants, in the order each round runs them
     backend_ports: list[int] = field(default_factory=list)
     backends: list[Managed] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: addresses the balancer listens on, one per wrk thread in turn
+    client_hosts: list[str] = field(default_factory=lambda: [HOST])
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         print(f"WARNING: {message}", file=sys.stderr)
+
+    @property
+    def pinned(self) -> bool:
+        """One balancer worker: pinned to its core.  More: nothing is pinned."""
+        return bool(self.args.workers == 1)
+
+    @property
+    def lb_cpu(self) -> int | None:
+        return int(self.args.lb_cpu) if self.pinned else None
+
+    @property
+    def client_cpu(self) -> int | None:
+        return int(self.args.client_cpu) if self.pinned else None
 
     # -- processes ----------------------------------------------------------
 
@@ -602,7 +731,7 @@ class Bench:
                 self.procs.start(
                     f"backend mo-{index}",
                     self.nginx_argv(prefix, conf),
-                    cpu=self.args.client_cpu,
+                    cpu=self.client_cpu,
                     stdout=prefix / "stdout.log",
                     extra_logs=[prefix / "error.log"],
                 )
@@ -610,48 +739,94 @@ class Bench:
         for managed, port in zip(self.backends, self.backend_ports, strict=True):
             wait_ready(managed, port, self.args.ready_timeout)
 
-    def start_lb(self, lb: LB, tag: str, max_clients: int = 0) -> tuple[Managed, int]:
-        (port,) = free_ports(1)
+    def start_lb(
+        self, lb: LB, tag: str, max_clients: int = 0, *, admin: bool = False
+    ) -> tuple[Managed, int, int | None]:
+        """Start a balancer; (process, port, admin port or None)."""
+        port, admin_port = free_ports(2)
         prefix = self.tmp / f"{lb}-{tag}"
         prefix.mkdir()
+        workers = int(self.args.workers)
         if lb == "nginx":
             conf = prefix / "nginx.conf"
-            conf.write_text(nginx_lb_conf(prefix, port, self.backend_ports, max_clients))
+            conf.write_text(
+                nginx_lb_conf(
+                    prefix,
+                    port,
+                    self.backend_ports,
+                    max_clients,
+                    workers=workers,
+                    hosts=self.client_hosts,
+                )
+            )
             argv = self.nginx_argv(prefix, conf)
             logs = [prefix / "error.log"]
+            admin = False
         else:
             assert self.tools.phoenix is not None
             conf = prefix / "phoenix.yaml"
-            conf.write_text(phoenix_conf(port, self.backend_ports))
+            conf.write_text(
+                phoenix_conf(
+                    port,
+                    self.backend_ports,
+                    workers=workers,
+                    hosts=self.client_hosts,
+                    admin_port=admin_port if admin else None,
+                )
+            )
             argv = [str(self.tools.phoenix), "run", "-c", str(conf)]
             logs = []
         managed = self.procs.start(
             f"{lb} LB",
             argv,
-            cpu=self.args.lb_cpu,
+            cpu=self.lb_cpu,
             stdout=prefix / "stdout.log",
             extra_logs=logs,
             cwd=prefix,
         )
         wait_ready(managed, port, self.args.ready_timeout)
-        return managed, port
+        return managed, port, admin_port if admin else None
 
     # -- throughput ---------------------------------------------------------
+
+    def wrk_script(self, port: int, directory: Path) -> Path | None:
+        """A wrk script giving each thread its own balancer address, or None for one address."""
+        if len(self.client_hosts) < 2:
+            return None
+        hosts = ", ".join(f'"{host}"' for host in self.client_hosts)
+        script = directory / "addresses.lua"
+        script.write_text(
+            "-- Each wrk thread connects to the next address in turn, so the\n"
+            "-- connections come from (and steer by) different client addresses.\n"
+            f"local hosts = {{{hosts}}}\n"
+            "local n = 0\n"
+            "function setup(thread)\n"
+            "  n = n % #hosts + 1\n"
+            f'  thread.addr = wrk.lookup(hosts[n], "{port}")[1]\n'
+            "end\n"
+        )
+        return script
+
+    def wrk_threads(self) -> int:
+        threads = int(self.args.threads or (2 if not self.pinned else 1))
+        return max(threads, len(self.client_hosts))
 
     def run_wrk(self, port: int, duration: int, log: Path) -> tuple[WrkWindow, WrkResult]:
         """One wrk run; wall time, per-core busy time and wrk's CPU are taken the
         moment wrk exits, before it is reaped (a zombie still has its CPU times)."""
         assert self.tools.wrk is not None
+        script = self.wrk_script(port, log.parent)
         argv = [
             self.tools.wrk,
-            f"-t{self.args.threads}",
+            f"-t{self.wrk_threads()}",
             f"-c{self.args.connections}",
             f"-d{duration}s",
             "--latency",
+            *(["-s", str(script)] if script else []),
             f"http://{HOST}:{port}/",
         ]
         t0 = time.monotonic()
-        managed = self.procs.start("wrk", argv, cpu=self.args.client_cpu, stdout=log)
+        managed = self.procs.start("wrk", argv, cpu=self.client_cpu, stdout=log)
         if not wait_exit_unreaped(managed.proc, duration + 30.0):
             self.procs.stop(managed)
             raise BenchError(f"wrk did not finish within {duration + 30}s")
@@ -663,29 +838,50 @@ class Bench:
             raise BenchError(f"wrk exited with status {code}:\n{managed.log_tail()}")
         return window, parse_wrk(log.read_text())
 
-    def measure(self, lb: LB, round_no: int) -> Run:
-        """Start ``lb``, warm it up, measure one wrk run with everyone's CPU, stop it."""
-        tag = f"r{round_no}"
-        managed, port = self.start_lb(lb, tag)
+    def measure(self, variant: str, round_no: int) -> Run:
+        """Start the variant's balancer, warm it up, measure one wrk run with everyone's
+        CPU (and scrape it meanwhile if the variant says so), stop it."""
+        lb, scraped = VARIANTS[variant]
+        tag = f"r{round_no}" + ("-scraped" if scraped else "")
+        managed, port, admin_port = self.start_lb(lb, tag, admin=bool(self.args.metrics_overhead))
         log_dir = self.tmp / f"{lb}-{tag}"
+        scraper: Scraper | None = None
         try:
+            if scraped:
+                assert admin_port is not None
+                scraper = Scraper(admin_port, self.args.scrape_interval)
+                scraper.start()
             if self.args.warmup > 0:
                 self.run_wrk(port, self.args.warmup, log_dir / "wrk-warmup.log")
             backend_pids = [pid for b in self.backends for pid in process_tree(b.pid)]
             lb0 = {pid: cpu_seconds(pid) for pid in process_tree(managed.pid)}
             be0 = {pid: cpu_seconds(pid) for pid in backend_pids}
             cores0 = core_times()
+            first_scrape = scraper.mark() if scraper else 0
             window, result = self.run_wrk(port, self.args.duration, log_dir / "wrk.log")
+            last_scrape = scraper.mark() if scraper else 0
             lb_cpu = _cpu_percent(lb0, window.wall)
             backends_cpu = sum(_cpu_percent(be0, window.wall).values())
         finally:
+            if scraper is not None:
+                scraper.stop()
             self.procs.stop(managed)
         lb_total = sum(lb_cpu.values())
         busy = core_busy_percent(cores0, window.cores)
-        lb_core, client_core = self.args.lb_cpu, self.args.client_cpu
+        machine = sum(busy.values())
+        other: dict[int, float] = {}
+        if self.lb_cpu is not None and self.client_cpu is not None:
+            lb_core, client_core = self.lb_cpu, self.client_cpu
+            other = {
+                lb_core: round(max(0.0, busy[lb_core] - lb_total), 1),
+                client_core: round(
+                    max(0.0, busy[client_core] - backends_cpu - window.wrk_cpu_percent), 1
+                ),
+            }
+        scrape_ms = scraper.times_ms[first_scrape:last_scrape] if scraper else []
         run = Run(
             round=round_no,
-            lb=lb,
+            lb=variant,
             rps=result.rps,
             requests=result.requests,
             latency_ms=result.latency_ms,
@@ -697,58 +893,113 @@ class Bench:
             backends_cpu_percent=round(backends_cpu, 1),
             wrk_cpu_percent=round(window.wrk_cpu_percent, 1),
             core_busy_percent={c: round(v, 1) for c, v in busy.items()},
-            other_cpu_percent={
-                lb_core: round(max(0.0, busy[lb_core] - lb_total), 1),
-                client_core: round(
-                    max(0.0, busy[client_core] - backends_cpu - window.wrk_cpu_percent), 1
-                ),
-            },
+            other_cpu_percent=other,
+            machine_busy_percent=round(machine, 1),
+            machine_other_percent=round(
+                max(0.0, machine - lb_total - backends_cpu - window.wrk_cpu_percent), 1
+            ),
             wrk_output=(log_dir / "wrk.log").read_text(),
+            scrapes=len(scrape_ms),
+            scrape_ms_median=round(_median(scrape_ms), 2) if scrape_ms else None,
+            scrape_bytes=scraper.sizes[-1] if scraper and scraper.sizes else 0,
         )
         errors = sum(run.socket_errors.values())
         if errors or run.non_2xx:
             self.warn(
-                f"round {round_no} {lb}: {errors} socket errors {run.socket_errors}, "
+                f"round {round_no} {variant}: {errors} socket errors {run.socket_errors}, "
                 f"{run.non_2xx} non-2xx responses"
             )
+        if scraper is not None and scraper.failures:
+            self.warn(f"round {round_no} {variant}: {scraper.failures} scrapes failed")
         return run
 
     def throughput(self) -> dict[str, Any]:
         runs: list[Run] = []
         self.start_backends()
-        print(
-            f"backends: {', '.join(f'{HOST}:{p}' for p in self.backend_ports)} "
-            f"(core {self.args.client_cpu})"
-        )
+        where = f"core {self.client_cpu}" if self.pinned else "not pinned"
+        print(f"backends: {', '.join(f'{HOST}:{p}' for p in self.backend_ports)} ({where})")
         for round_no in range(1, self.args.rounds + 1):
-            for lb in self.lbs:
-                run = self.measure(lb, round_no)
+            for variant in self.lbs:
+                run = self.measure(variant, round_no)
                 runs.append(run)
-                print(format_run(run, self.args.rounds, self.args.lb_cpu, self.args.client_cpu))
-        summary = summarize(runs, self.lbs, self.args.lb_cpu, self.args.client_cpu)
+                print(format_run(run, self.args.rounds, self.lb_cpu, self.client_cpu))
+        summary = summarize(runs, self.lbs, self.lb_cpu, self.client_cpu)
+        if self.args.metrics_overhead:
+            summary["scrape_interval_s"] = self.args.scrape_interval
+            summary["scrape_cost"] = self.scrape_cost()
         print_summary(summary, self.lbs)
         self.check_conditions(summary)
         return {"runs": [asdict(r) for r in runs], "summary": summary}
 
+    def scrape_cost(self, scrapes: int = SCRAPE_COST_SAMPLES) -> dict[str, Any]:
+        """CPU the balancer spends per scrape, measured on an idle balancer.
+
+        Throughput differences of a few percent drown in run-to-run noise on
+        a shared machine; CPU time per scrape does not.  At one scrape per
+        ``interval`` the share of a saturated core it takes is
+        cpu_per_scrape / interval: the expected throughput cost."""
+        managed, port, admin_port = self.start_lb("phoenix", "scrape-cost", admin=True)
+        assert admin_port is not None
+        try:
+            # Some traffic first, so every series exists and has values.
+            self.run_wrk(port, 1, self.tmp / "phoenix-scrape-cost" / "wrk.log")
+            scraper = Scraper(admin_port, 0.0)
+            pids = process_tree(managed.pid)
+            before = {pid: cpu_seconds(pid) for pid in pids}
+            t0 = time.monotonic()
+            for _ in range(scrapes):
+                if not scraper.scrape_once():
+                    raise BenchError(f"a scrape of {HOST}:{admin_port}/metrics failed")
+            wall = time.monotonic() - t0
+            used = sum(_cpu_percent(before, wall).values()) * wall / 100.0
+        finally:
+            self.procs.stop(managed)
+        cpu_ms = 1000.0 * used / scrapes
+        share = 100.0 * cpu_ms / 1000.0 / self.args.scrape_interval
+        return {
+            "scrapes": scrapes,
+            "cpu_ms_per_scrape": round(cpu_ms, 3),
+            "wall_ms_per_scrape": round(1000.0 * wall / scrapes, 3),
+            "bytes_per_scrape": scraper.sizes[-1] if scraper.sizes else 0,
+            "core_percent_at_interval": round(share, 3),
+        }
+
     def check_conditions(self, summary: dict[str, Any]) -> None:
         """Warn when other programs shared the cores, or a balancer was not the one
         saturating its core: in both cases the ratio misleads."""
-        for lb in self.lbs:
-            s = summary[lb]
+        if not self.pinned:
+            cores = len(os.sched_getaffinity(0))
+            for variant in self.lbs:
+                s = summary[variant]
+                if s["machine_other_percent_max"] > OTHER_CPU_PERCENT:
+                    self.warn(
+                        f"during the {variant} runs up to {s['machine_other_percent_max']:.0f}% "
+                        "of a core went to processes other than the benchmark's; run on a "
+                        "quiet machine"
+                    )
+                busy = s["machine_busy_percent_median"]
+                if busy < SATURATED_CPU_PERCENT * cores:
+                    self.warn(
+                        f"during the {variant} runs the machine was only {busy:.0f}% busy "
+                        f"(of {100 * cores}%): something other than CPU limited the throughput"
+                    )
+            return
+        for variant in self.lbs:
+            s = summary[variant]
             for core, key in ((self.args.lb_cpu, "lb"), (self.args.client_cpu, "client")):
                 other = s[f"{key}_core_other_percent_max"]
                 if other > OTHER_CPU_PERCENT:
                     self.warn(
-                        f"during the {lb} runs up to {other:.0f}% of core {core} went to "
+                        f"during the {variant} runs up to {other:.0f}% of core {core} went to "
                         "processes other than the benchmark's; run on a quiet machine"
                     )
             cpu, client = s["lb_cpu_percent_median"], s["client_core_busy_percent_median"]
             if cpu >= SATURATED_CPU_PERCENT:
                 continue
-            if lb == "phoenix":
+            if VARIANTS[variant][0] == "phoenix":
                 consequence = (
                     "phoenix-lb was not CPU-bound, so its throughput is limited by something "
-                    "else and the phoenix/nginx ratio does not measure its cost per request"
+                    "else and the ratio does not measure its cost per request"
                 )
             else:
                 consequence = (
@@ -756,7 +1007,7 @@ class Bench:
                     "flatters phoenix-lb"
                 )
             self.warn(
-                f"{lb} LB used {cpu:.0f}% of core {self.args.lb_cpu} (median, below "
+                f"{variant} LB used {cpu:.0f}% of core {self.args.lb_cpu} (median, below "
                 f"{SATURATED_CPU_PERCENT:.0f}%; core {self.args.client_cpu} with wrk and the "
                 f"backends was {client:.0f}% busy): {consequence}"
             )
@@ -769,7 +1020,7 @@ class Bench:
         self.start_backends()
         results: dict[str, Any] = {}
         for lb in self.lbs:
-            managed, port = self.start_lb(lb, "idle", max_clients=count)
+            managed, port, _ = self.start_lb(VARIANTS[lb][0], "idle", max_clients=count)
             try:
                 results[lb] = self.idle_one(managed, port, count)
             finally:
@@ -943,12 +1194,22 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def format_run(run: Run, rounds: int, lb_core: int, client_core: int) -> str:
-    busy, other = run.core_busy_percent, run.other_cpu_percent
-    return (
-        f"round {run.round}/{rounds} {run.lb:<7} {run.rps:>8.0f} req/s  "
+def format_run(run: Run, rounds: int, lb_core: int | None, client_core: int | None) -> str:
+    head = (
+        f"round {run.round}/{rounds} {run.lb:<14} {run.rps:>8.0f} req/s  "
         f"p99 {run.latency_ms['p99']:6.2f} ms | cpu% lb {run.lb_cpu_percent:3.0f}  "
         f"backends {run.backends_cpu_percent:3.0f}  wrk {run.wrk_cpu_percent:3.0f} | "
+    )
+    if run.scrapes:
+        head = head.replace(" | cpu%", f" | {run.scrapes} scrapes {run.scrape_ms_median} ms | cpu%")
+    if lb_core is None or client_core is None:
+        cores = len(run.core_busy_percent)
+        return head + (
+            f"machine {run.machine_busy_percent:3.0f}% of {100 * cores} "
+            f"(other {run.machine_other_percent:2.0f})"
+        )
+    busy, other = run.core_busy_percent, run.other_cpu_percent
+    return head + (
         f"core{lb_core} {busy[lb_core]:3.0f}% (other {other[lb_core]:2.0f})  "
         f"core{client_core} {busy[client_core]:3.0f}% (other {other[client_core]:2.0f})"
     )
@@ -963,8 +1224,13 @@ def _ratio_stats(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def ratio_key(lbs: Sequence[str]) -> str:
+    """The summary key of the pair's ratio: ``ratio_phoenix_over_nginx`` and the like."""
+    return "ratio_" + "_over_".join(lb.replace("+", "_") for lb in lbs)
+
+
 def summarize(
-    runs: Sequence[Run], lbs: Sequence[LB], lb_core: int, client_core: int
+    runs: Sequence[Run], lbs: Sequence[str], lb_core: int | None, client_core: int | None
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     by_lb = {lb: [r for r in runs if r.lb == lb] for lb in lbs}
@@ -973,43 +1239,80 @@ def summarize(
         return round(_median(list(values)), digits)
 
     for lb, mine in by_lb.items():
-        summary[lb] = {
+        s: dict[str, Any] = {
             "rps_median": med(r.rps for r in mine),
             "p99_ms_median": med((r.latency_ms["p99"] for r in mine), 3),
             "lb_cpu_percent_median": med(r.lb_cpu_percent for r in mine),
             "backends_cpu_percent_median": med(r.backends_cpu_percent for r in mine),
             "wrk_cpu_percent_median": med(r.wrk_cpu_percent for r in mine),
-            "lb_core_busy_percent_median": med(r.core_busy_percent[lb_core] for r in mine),
-            "client_core_busy_percent_median": med(r.core_busy_percent[client_core] for r in mine),
-            "lb_core_other_percent_max": max(r.other_cpu_percent[lb_core] for r in mine),
-            "client_core_other_percent_max": max(r.other_cpu_percent[client_core] for r in mine),
+            "machine_busy_percent_median": med(r.machine_busy_percent for r in mine),
+            "machine_other_percent_max": max(r.machine_other_percent for r in mine),
         }
+        if lb_core is not None and client_core is not None:
+            s.update(
+                {
+                    "lb_core_busy_percent_median": med(r.core_busy_percent[lb_core] for r in mine),
+                    "client_core_busy_percent_median": med(
+                        r.core_busy_percent[client_core] for r in mine
+                    ),
+                    "lb_core_other_percent_max": max(r.other_cpu_percent[lb_core] for r in mine),
+                    "client_core_other_percent_max": max(
+                        r.other_cpu_percent[client_core] for r in mine
+                    ),
+                }
+            )
+        if any(r.scrapes for r in mine):
+            s["scrapes_per_run_median"] = med(r.scrapes for r in mine)
+            s["scrape_ms_median"] = med((r.scrape_ms_median or 0.0 for r in mine), 2)
+            s["scrape_bytes"] = max(r.scrape_bytes for r in mine)
+        summary[lb] = s
     if len(lbs) == 2:
-        pairs = list(zip(by_lb["phoenix"], by_lb["nginx"], strict=True))
-        summary["ratio_phoenix_over_nginx"] = {
-            "throughput": _ratio_stats([p.rps / n.rps for p, n in pairs]),
-            "p99": _ratio_stats([p.latency_ms["p99"] / n.latency_ms["p99"] for p, n in pairs]),
+        # phoenix over nginx; for --metrics-overhead, scraped over quiet.
+        a, b = reversed(lbs) if VARIANTS[lbs[1]][1] else lbs
+        pairs = list(zip(by_lb[a], by_lb[b], strict=True))
+        ratios = {
+            "throughput": _ratio_stats([x.rps / y.rps for x, y in pairs]),
+            "p99": _ratio_stats([x.latency_ms["p99"] / y.latency_ms["p99"] for x, y in pairs]),
         }
+        summary[ratio_key([a, b])] = ratios
+        if VARIANTS[a][1]:
+            # The throughput lost to scraping, per round.
+            costs = [100.0 * (1.0 - x.rps / y.rps) for x, y in pairs]
+            summary["metrics_overhead_percent"] = _ratio_stats(costs)
     return summary
 
 
-def print_summary(summary: dict[str, Any], lbs: Sequence[LB]) -> None:
+def print_summary(summary: dict[str, Any], lbs: Sequence[str]) -> None:
+    pinned = "lb_core_busy_percent_median" in summary[lbs[0]]
     print("\nsummary (medians over rounds; CPU in % of one core)")
-    print(
-        f"  {'':8} {'req/s':>8} {'p99 ms':>7} | {'LB':>4} {'backends':>8} {'wrk':>4} | "
+    where = (
         f"{'LB core':>7} {'client core':>11} | {'other (max)':>11}"
+        if pinned
+        else f"{'machine':>7} | {'other (max)':>11}"
     )
+    print(f"  {'':14} {'req/s':>8} {'p99 ms':>7} | {'LB':>4} {'backends':>8} {'wrk':>4} | {where}")
     for lb in lbs:
         s = summary[lb]
-        other = f"{s['lb_core_other_percent_max']:.0f}/{s['client_core_other_percent_max']:.0f}"
+        if pinned:
+            other = f"{s['lb_core_other_percent_max']:.0f}/{s['client_core_other_percent_max']:.0f}"
+            cores = (
+                f"{s['lb_core_busy_percent_median']:>7.0f} "
+                f"{s['client_core_busy_percent_median']:>11.0f} | {other:>11}"
+            )
+        else:
+            cores = (
+                f"{s['machine_busy_percent_median']:>7.0f} | "
+                f"{s['machine_other_percent_max']:>11.0f}"
+            )
         print(
-            f"  {lb:8} {s['rps_median']:>8.0f} {s['p99_ms_median']:>7.2f} | "
+            f"  {lb:14} {s['rps_median']:>8.0f} {s['p99_ms_median']:>7.2f} | "
             f"{s['lb_cpu_percent_median']:>4.0f} {s['backends_cpu_percent_median']:>8.0f} "
-            f"{s['wrk_cpu_percent_median']:>4.0f} | {s['lb_core_busy_percent_median']:>7.0f} "
-            f"{s['client_core_busy_percent_median']:>11.0f} | {other:>11}"
+            f"{s['wrk_cpu_percent_median']:>4.0f} | {cores}"
         )
-    ratios = summary.get("ratio_phoenix_over_nginx")
-    if ratios:
+    ratios = None
+    if len(lbs) == 2:
+        ratios = summary.get(ratio_key(lbs)) or summary.get(ratio_key(lbs[::-1]))
+    if ratios and "nginx" in lbs:
         t, p = ratios["throughput"], ratios["p99"]
         t_ok = "meets" if t["median"] >= TARGET_RPS_RATIO else "MISSES"
         p_ok = "meets" if p["median"] <= TARGET_P99_RATIO else "MISSES"
@@ -1020,6 +1323,36 @@ def print_summary(summary: dict[str, Any], lbs: Sequence[LB]) -> None:
         print(
             f"  p99 ratio phoenix/nginx:        {p['median']:.3f} "
             f"(min {p['min']:.3f}, max {p['max']:.3f}) - {p_ok} target <= {TARGET_P99_RATIO}"
+        )
+    overhead = summary.get("metrics_overhead_percent")
+    if overhead and ratios:
+        scraped = summary[lbs[1]]
+        verdict = "meets" if overhead["median"] < TARGET_METRICS_OVERHEAD_PERCENT else "MISSES"
+        print(
+            f"  metrics overhead (throughput lost while /metrics is scraped every "
+            f"{summary.get('scrape_interval_s', '?')}s): {overhead['median']:.2f}% "
+            f"(min {overhead['min']:.2f}, max {overhead['max']:.2f}) - {verdict} target "
+            f"< {TARGET_METRICS_OVERHEAD_PERCENT:g}%"
+        )
+        print(
+            f"  p99 ratio scraped/quiet: {ratios['p99']['median']:.3f} "
+            f"(min {ratios['p99']['min']:.3f}, max {ratios['p99']['max']:.3f}); "
+            f"a scrape took {scraped.get('scrape_ms_median', 0):.1f} ms "
+            f"for {scraped.get('scrape_bytes', 0)} bytes"
+        )
+    cost = summary.get("scrape_cost")
+    if cost:
+        verdict = (
+            "meets"
+            if cost["core_percent_at_interval"] < TARGET_METRICS_OVERHEAD_PERCENT
+            else "MISSES"
+        )
+        print(
+            f"  scrape cost on an idle balancer: {cost['cpu_ms_per_scrape']:.2f} ms of CPU per "
+            f"scrape ({cost['scrapes']} scrapes of {cost['bytes_per_scrape']} bytes), that is "
+            f"{cost['core_percent_at_interval']:.2f}% of a core at one scrape every "
+            f"{summary.get('scrape_interval_s', '?')}s - {verdict} target "
+            f"< {TARGET_METRICS_OVERHEAD_PERCENT:g}%"
         )
 
 
@@ -1070,6 +1403,75 @@ def save(payload: dict[str, Any], directory: Path, suffix: str) -> Path:
 
 
 # --------------------------------------------------------------------------
+# Client addresses (--workers > 1)
+
+_SIOCGIFADDR = 0x8915  # linux/sockios.h
+
+
+def local_ipv4_addresses() -> list[str]:
+    """The IPv4 address of each network interface (ioctl SIOCGIFADDR; no iproute2 needed)."""
+    found: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            try:
+                raw = fcntl.ioctl(
+                    sock.fileno(), _SIOCGIFADDR, struct.pack("256s", name[:15].encode())
+                )
+            except OSError:  # no IPv4 address on this interface
+                continue
+            address = socket.inet_ntoa(raw[20:24])
+            if address not in found:
+                found.append(address)
+    return found
+
+
+def connects_from_itself(address: str) -> bool:
+    """True when a connection to ``address`` from this machine has it as its source address.
+
+    That is what makes it usable as a client address: wrk cannot bind a
+    source address, but the kernel picks the destination's own address as the
+    source of a local connection (for 127.0.0.2 it would pick 127.0.0.1)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+            server.bind((address, 0))
+            server.listen(1)
+            with socket.create_connection(server.getsockname(), timeout=2.0) as client:
+                return bool(client.getsockname()[0] == address)
+    except OSError:
+        return False
+
+
+def steering_slot(address: str, workers: int) -> int:
+    """The worker phoenix-lb steers ``address`` to (server/sockets.py: low 32 bits mod N)."""
+    return int(ipaddress.IPv4Address(address)) % workers
+
+
+def choose_client_hosts(workers: int, spec: str) -> list[str]:
+    """Addresses for wrk's threads: ``spec`` (A,B), or 127.0.0.1 plus addresses reaching
+    the other workers (``auto``).  Each must connect from itself."""
+    if spec != "auto":
+        hosts = [h.strip() for h in spec.split(",") if h.strip()]
+        for host in hosts:
+            if not connects_from_itself(host):
+                raise SetupError(
+                    f"--client-addresses {host}: not a local address that a connection to it "
+                    "comes from (127.0.0.2 and friends come from 127.0.0.1)"
+                )
+        return hosts or [HOST]
+    hosts = [HOST]
+    slots = {steering_slot(HOST, workers)}
+    for address in local_ipv4_addresses():
+        if len(slots) == workers:
+            break
+        if address in hosts or steering_slot(address, workers) in slots:
+            continue
+        if connects_from_itself(address):
+            hosts.append(address)
+            slots.add(steering_slot(address, workers))
+    return hosts
+
+
+# --------------------------------------------------------------------------
 # Command line
 
 
@@ -1097,7 +1499,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=(
             "Peer benchmark: phoenix-lb vs nginx as the load balancer in front of three "
             "nginx backends, A B A B rounds driven by wrk, balancer pinned to one core and "
-            "wrk + backends to the other. With --idle: memory per idle keep-alive connection."
+            "wrk + backends to the other. With --idle: memory per idle keep-alive connection. "
+            "With --workers 2: phoenix-lb workers: 2 vs nginx worker_processes 2, unpinned. "
+            "With --metrics-overhead: phoenix-lb alone, not scraped vs scraped every second."
         ),
         epilog="Results are printed and written as JSON to bench/results/. See bench/README.md.",
     )
@@ -1117,7 +1521,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="unmeasured wrk run before each measured one (default 2s, 0 = none)",
     )
     parser.add_argument("--connections", type=_positive, default=50, help="wrk -c (default 50)")
-    parser.add_argument("--threads", type=_positive, default=1, help="wrk -t (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        help="wrk -t (default 1; with --workers > 1, 2 and at least one per client address)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="balancer worker processes: phoenix-lb workers: N, nginx worker_processes N "
+        "(default 1; above 1 nothing is pinned)",
+    )
+    parser.add_argument(
+        "--client-addresses",
+        default="auto",
+        metavar="auto|A,B",
+        help="with --workers > 1: local addresses the balancer listens on, one per wrk "
+        "thread in turn, so connections come from several client addresses (phoenix-lb "
+        "steers each address to one worker); auto: 127.0.0.1 plus local addresses that "
+        "reach the other workers (default auto)",
+    )
+    parser.add_argument(
+        "--metrics-overhead",
+        action="store_true",
+        help="phoenix-lb only: rounds without a scraper vs with /metrics scraped every "
+        "--scrape-interval seconds; prints the throughput cost",
+    )
+    parser.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often --metrics-overhead scrapes /metrics (default 1)",
+    )
     parser.add_argument(
         "--only",
         choices=LB_ORDER,
@@ -1189,10 +1627,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--duration must be at least 1s")
     if args.idle and args.idle_conns is None:
         args.idle_conns = 10000
+    if args.metrics_overhead and (args.idle or args.idle_conns or args.only):
+        parser.error("--metrics-overhead runs phoenix-lb alone; drop --idle and --only")
+    if args.scrape_interval <= 0:
+        parser.error("--scrape-interval must be positive")
     return args
 
 
-def find_tools(args: argparse.Namespace, lbs: Sequence[LB], idle: bool) -> Tools:
+def find_tools(args: argparse.Namespace, lbs: Sequence[str], idle: bool) -> Tools:
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
     wrk = shutil.which("wrk")
     taskset = shutil.which("taskset")
@@ -1213,7 +1655,7 @@ def find_tools(args: argparse.Namespace, lbs: Sequence[LB], idle: bool) -> Tools
             f"{', '.join(missing)} not found; install with: apt-get install {packages}"
         )
     phoenix: Path | None = None
-    if "phoenix" in lbs:
+    if any(VARIANTS[lb][0] == "phoenix" for lb in lbs):
         phoenix = args.phoenix or Path(sys.executable).parent / "phoenix-lb"
         if not (phoenix.is_file() and os.access(phoenix, os.X_OK)):
             raise SetupError(
@@ -1226,6 +1668,13 @@ def find_tools(args: argparse.Namespace, lbs: Sequence[LB], idle: bool) -> Tools
 
 def check_cores(args: argparse.Namespace) -> None:
     usable = os.sched_getaffinity(0)
+    if args.workers > 1:
+        if args.workers > len(usable):
+            print(
+                f"note: {args.workers} workers on {len(usable)} usable cores",
+                file=sys.stderr,
+            )
+        return
     for core in (args.lb_cpu, args.client_cpu):
         if core not in usable:
             raise SetupError(f"core {core} is not available (usable: {sorted(usable)})")
@@ -1256,22 +1705,36 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     idle = args.idle_conns is not None
+    client_hosts = [HOST]
     try:
         check_cores(args)
-        lbs: list[LB] = [args.only] if args.only else (["phoenix"] if idle else list(LB_ORDER))
+        lbs: list[str]
+        if args.metrics_overhead:
+            lbs = ["phoenix", "phoenix+scrape"]
+        elif args.only:
+            lbs = [args.only]
+        else:
+            lbs = ["phoenix"] if idle else list(LB_ORDER)
         tools = find_tools(args, lbs, idle)
+        if args.workers > 1 and not idle:
+            client_hosts = choose_client_hosts(args.workers, args.client_addresses)
     except SetupError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    # This script only polls and samples; keep it off the balancer's core.
-    os.sched_setaffinity(0, {args.client_cpu})
     env = environment(tools)
-    print(
-        f"balancer on core {args.lb_cpu}; wrk and backends on core {args.client_cpu}; "
-        f"{env['nginx']}; {env['wrk']}; phoenix-lb: {env['phoenix_lb'] or 'not used'}"
-    )
+    if args.workers == 1:
+        # This script only polls and samples; keep it off the balancer's core.
+        os.sched_setaffinity(0, {args.client_cpu})
+        where = f"balancer on core {args.lb_cpu}; wrk and backends on core {args.client_cpu}"
+    else:
+        where = (
+            f"{args.workers} balancer workers, nothing pinned; wrk threads connect to "
+            f"{', '.join(client_hosts)}"
+        )
+    print(f"{where}; {env['nginx']}; {env['wrk']}; phoenix-lb: {env['phoenix_lb'] or 'not used'}")
+    kind = "idle" if idle else "metrics-overhead" if args.metrics_overhead else "throughput"
     payload: dict[str, Any] = {
-        "kind": "idle" if idle else "throughput",
+        "kind": kind,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "environment": env,
@@ -1279,7 +1742,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     procs = ProcessSet(tools.taskset)
     tmp = Path(tempfile.mkdtemp(prefix="phoenix-bench-"))
-    bench = Bench(args, tools, procs, tmp, lbs)
+    bench = Bench(args, tools, procs, tmp, lbs, client_hosts=client_hosts)
+    if args.workers > 1 and not idle and "phoenix" in lbs:
+        reached = {steering_slot(h, args.workers) for h in client_hosts}
+        if len(reached) < args.workers:
+            bench.warn(
+                f"the client connections come from {len(reached)} address(es) that phoenix-lb "
+                f"steers to {len(reached)} of its {args.workers} workers (it steers each client "
+                "address to one worker): its number is that of fewer workers; give "
+                "--client-addresses with local addresses of other parities"
+            )
+    payload["client_addresses"] = client_hosts
     try:
         with _interrupts_as_keyboard_interrupt():
             payload.update(bench.idle() if idle else bench.throughput())
@@ -1299,7 +1772,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if code == 0 and not args.no_save:
         payload["warnings"] = bench.warnings
-        path = save(payload, args.results_dir, "-idle" if idle else "")
+        suffix = "-idle" if idle else "-metrics" if args.metrics_overhead else ""
+        if args.workers > 1:
+            suffix += f"-workers{args.workers}"
+        path = save(payload, args.results_dir, suffix)
         print(f"results: {path}")
     return code
 

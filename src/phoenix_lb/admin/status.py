@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from phoenix_lb import __version__
 from phoenix_lb.admin.metrics import Snapshot
 from phoenix_lb.admin.status_page import STATUS_CSS, STATUS_HTML, STATUS_JS
 from phoenix_lb.stats import BUCKETS, N_CLASSES
@@ -57,8 +58,14 @@ def _classes(counts: list[int]) -> list[int]:
 
 
 def status_view(plane: ControlPlane, history: list[tuple[float, Snapshot]]) -> dict[str, Any]:
-    """Everything the status page shows, as JSON-able data."""
+    """Everything the status page shows, as JSON-able data.
+
+    Times of day are Unix times of the balancer's clock; ages
+    (``last_check.age_seconds``) are computed here, so a browser whose clock
+    differs still shows them right.
+    """
     now_mono = time.monotonic()
+    now = time.time()
     current = history[-1][1] if history else {}
     base_time, base = now_mono, None
     for t, snap in history:
@@ -104,6 +111,7 @@ def status_view(plane: ControlPlane, history: list[tuple[float, Snapshot]]) -> d
                         "ok": state.last_check_ok,
                         "reason": state.last_check_reason,
                         "at": state.last_check_at,
+                        "age_seconds": max(0.0, now - state.last_check_at),
                     },
                     "in_flight": stats.get("in_flight", 0),
                     "idle_connections": stats.get("idle", 0),
@@ -128,6 +136,7 @@ def status_view(plane: ControlPlane, history: list[tuple[float, Snapshot]]) -> d
             }
         )
 
+    binds = {listener.name: list(listener.bind) for listener in plane.config.listeners}
     listeners = []
     base_listeners = {item.get("name"): item for item in (base or {}).get("listeners", [])}
     for item in current.get("listeners", []):
@@ -137,6 +146,7 @@ def status_view(plane: ControlPlane, history: list[tuple[float, Snapshot]]) -> d
         listeners.append(
             {
                 "name": item.get("name"),
+                "bind": binds.get(str(item.get("name")), []),
                 "connections": {
                     "reading": item.get("reading", 0),
                     "writing": item.get("writing", 0),
@@ -152,11 +162,15 @@ def status_view(plane: ControlPlane, history: list[tuple[float, Snapshot]]) -> d
             }
         )
     ok, reasons = plane.health()
+    control = plane.control_view()
     return {
-        "version": plane.control_view()["hot_path"],
+        "version": __version__,
+        "hot_path": control["hot_path"],
+        "loop": control["loop"],
+        "time": now,
         "health": {"ok": ok, "reasons": reasons},
         "workers": plane.data_plane.workers,
-        "uptime_seconds": time.time() - plane.start_time,
+        "uptime_seconds": now - plane.start_time,
         "window_seconds": span,
         "reloads": {
             "ok": plane.reloads_ok,
