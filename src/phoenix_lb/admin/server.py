@@ -5,6 +5,11 @@ loopback by default.  Requests are tiny and rare, so clarity wins over speed
 here: one request at a time per connection, bodies up to 64 KiB, handlers
 are coroutines returning an ``AdminResponse``.
 
+Before any route: the Host must name this listener and a state-changing
+request must not come from another site's page (DNS rebinding and CSRF
+through the operator's browser; the rules and their reasons are in
+``admin/origin.py``).  Refusals are plain text: 400, 421 or 403.
+
 Authentication: when a token is configured, every request except
 ``GET /health`` (keepalived and load-balancer probes) and the static status
 page assets must carry ``Authorization: Bearer <token>``.
@@ -16,18 +21,22 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httptools
 
+from phoenix_lb.admin.origin import AdminHosts, Refusal, check_request
 from phoenix_lb.http.status import status_line
 
 log = logging.getLogger("phoenix_lb")
 
 MAX_BODY = 64 * 1024
 MAX_HEAD = 16 * 1024
+# Refused requests are logged once per distinct reason, up to this many: an
+# attacking page can send thousands, the operator needs to see one.
+MAX_REFUSALS_LOGGED = 64
 
 
 @dataclass
@@ -40,6 +49,11 @@ class AdminRequest:
     headers: dict[str, str]
     body: bytes
     peer: str
+    #: "1.0" or "1.1"
+    http_version: str = "1.1"
+    #: the request target's authority when it came in absolute form
+    #: (``GET http://host:port/path``), which then stands for Host
+    authority: str | None = None
 
     def json(self) -> Any:
         """The body as JSON (empty body: None)."""
@@ -139,12 +153,15 @@ class AdminRouter:
 class AdminConnection(asyncio.Protocol):
     """One admin client connection."""
 
-    def __init__(self, router: AdminRouter, connections: set[AdminConnection]) -> None:
-        self.router = router
-        self.connections = connections
+    def __init__(self, server: AdminServer) -> None:
+        self.server = server
+        self.router = server.router
+        self.connections = server.connections
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
+        #: the (address, port) this connection arrived on
+        self.local: tuple[str, int] = ("", 0)
         self.url = b""
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
@@ -157,6 +174,9 @@ class AdminConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "unix"
+        sockname = transport.get_extra_info("sockname")
+        if isinstance(sockname, tuple):
+            self.local = (str(sockname[0]), int(sockname[1]))
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -184,7 +204,12 @@ class AdminConnection(asyncio.Protocol):
         self.size += len(name) + len(value)
         if self.size > MAX_HEAD:
             raise ValueError("head too large")
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        # Repeated fields are joined (RFC 9110 section 5.3) rather than the
+        # last one winning: a second Host, Origin or Authorization then
+        # fails its check instead of hiding the first.
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -194,13 +219,21 @@ class AdminConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         parsed = httptools.parse_url(self.url)
+        authority = None
+        if parsed.host is not None:
+            host = parsed.host.decode("latin-1")
+            authority = f"[{host}]" if ":" in host else host
+            if parsed.port is not None:
+                authority += f":{parsed.port}"
         request = AdminRequest(
             method=self.parser.get_method().decode(),
-            path=parsed.path.decode("latin-1"),
+            path=(parsed.path or b"/").decode("latin-1"),
             query=(parsed.query or b"").decode("latin-1"),
             headers=self.headers,
             body=b"".join(self.body),
             peer=self.peer,
+            http_version=self.parser.get_http_version(),
+            authority=authority,
         )
         self.keep_alive = self.parser.should_keep_alive()
         self.queue.append(request)
@@ -212,7 +245,19 @@ class AdminConnection(asyncio.Protocol):
         try:
             while self.queue and self.transport is not None:
                 request = self.queue.pop(0)
-                response = await self.router.dispatch(request)
+                refusal = check_request(
+                    self.server.hosts,
+                    self.local,
+                    request.method,
+                    request.headers,
+                    http_version=request.http_version,
+                    authority=request.authority,
+                )
+                if refusal is None:
+                    response = await self.router.dispatch(request)
+                else:
+                    self.server.note_refusal(request, refusal)
+                    response = AdminResponse.text(refusal.reason + "\n", refusal.status)
                 if request.method == "HEAD":
                     response = AdminResponse(
                         response.status, b"", response.content_type, response.headers
@@ -247,20 +292,43 @@ class AdminConnection(asyncio.Protocol):
 
 
 class AdminServer:
-    """The listening side of the admin listener."""
+    """The listening side of the admin listener.
 
-    def __init__(self, router: AdminRouter) -> None:
+    ``allowed_hosts`` (``admin.allowed_hosts``) are names it answers to besides
+    its own (see ``admin/origin.py``).
+    """
+
+    def __init__(self, router: AdminRouter, *, allowed_hosts: Sequence[str] = ()) -> None:
         self.router = router
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.hosts = AdminHosts("127.0.0.1", self.allowed_hosts)
         self.server: asyncio.Server | None = None
         self.connections: set[AdminConnection] = set()
+        self._refusals_logged: set[tuple[int, str]] = set()
 
     async def start(self, host: str, port: int) -> None:
+        self.hosts = AdminHosts(host, self.allowed_hosts)
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: AdminConnection(self.router, self.connections),
+            lambda: AdminConnection(self),
             host,
             port,
             reuse_address=True,
+        )
+
+    def note_refusal(self, request: AdminRequest, refusal: Refusal) -> None:
+        """Log a refused request, once per distinct reason (bounded)."""
+        key = (refusal.status, refusal.reason)
+        if key in self._refusals_logged or len(self._refusals_logged) >= MAX_REFUSALS_LOGGED:
+            return
+        self._refusals_logged.add(key)
+        log.warning(
+            "admin: refused %s %r from %s with %d: %s",
+            request.method,
+            request.path[:100],
+            request.peer,
+            refusal.status,
+            refusal.reason,
         )
 
     @property

@@ -874,11 +874,28 @@ class AdminConfig(_Model):
         description="File holding a bearer token required on every admin request but "
         "GET /health (relative to the config file's directory; not group or world readable).",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the admin listener answers to besides its own (localhost and "
+        "the bind host, on the listener's port; IP addresses are always accepted); any other "
+        "name in Host gets 421 (DNS rebinding). host:port, or host alone for any port: names "
+        "it is reached by through DNS or a reverse proxy, e.g. lb1.example.net:9000. Empty by "
+        "default.",
+    )
 
     @field_validator("bind")
     @classmethod
     def _check_bind(cls, value: str) -> str:
         split_host_port(value, default_host="127.0.0.1", allow_port_zero=True)
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: list[str]) -> list[str]:
+        from phoenix_lb.admin.origin import parse_allowed_host
+
+        for entry in value:
+            parse_allowed_host(entry)
         return value
 
     @model_validator(mode="after")

@@ -202,7 +202,7 @@ class ControlPlane:
         token = _read_token(config.admin.auth_token_file, self.config_path)
         router = AdminRouter(token)
         self._routes(router)
-        admin = AdminServer(router)
+        admin = AdminServer(router, allowed_hosts=config.admin.allowed_hosts)
         host, port = split_host_port(
             config.admin.bind, default_host="127.0.0.1", allow_port_zero=True
         )
