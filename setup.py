@@ -50,6 +50,10 @@ COMPILED = [
     "src/phoenix_lb/server/downstream.py",
     "src/phoenix_lb/server/exchange.py",
     "src/phoenix_lb/server/h1.py",
+    # admission.py and h2.py subclass or call the compiled exchange (a compiled
+    # class cannot be subclassed by interpreted code).
+    "src/phoenix_lb/server/admission.py",
+    "src/phoenix_lb/server/h2.py",
     "src/phoenix_lb/server/route.py",
     "src/phoenix_lb/server/router.py",
     "src/phoenix_lb/server/tunnel.py",

@@ -42,16 +42,24 @@ def _printable(value: bytes) -> str:
 
 
 def format_combined(fields: dict[str, object]) -> str:
-    """The nginx/Apache combined format."""
+    """The nginx/Apache combined format, then request id, upstream, times and TLS.
+
+    The first nine fields are exactly ``combined``, so tools that parse it
+    (GoAccess, awstats) keep working; the rest follow as ``key=value``.
+    """
     request = fields["request"]
     assert isinstance(request, bytes)
     referer = fields.get("referer") or b"-"
     agent = fields.get("user_agent") or b"-"
-    assert isinstance(referer, bytes) and isinstance(agent, bytes)
+    rid = fields.get("request_id") or b"-"
+    assert isinstance(referer, bytes) and isinstance(agent, bytes) and isinstance(rid, bytes)
+    urt = fields.get("upstream_response_time")
     return (
         f'{fields["remote_addr"]} - - [{fields["time_local"]}] "{_printable(request)}" '
         f'{fields["status"]} {fields["body_bytes_sent"]} "{_printable(referer)}" '
-        f'"{_printable(agent)}"\n'
+        f'"{_printable(agent)}" rid={_printable(rid)} '
+        f"upstream={fields.get('upstream_addr') or '-'} rt={fields.get('request_time')} "
+        f"urt={'-' if urt is None else urt} tls={fields.get('tls') or '-'}\n"
     )
 
 

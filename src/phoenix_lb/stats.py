@@ -9,7 +9,8 @@ the text format; per-request cost stays a handful of list increments.
 
 from __future__ import annotations
 
-from typing import Final
+from bisect import bisect_left
+from typing import Any, Final
 
 # Methods counted by name; anything else is "other" (an unbounded label
 # set would let clients grow the metrics without limit).
@@ -92,6 +93,42 @@ class Histogram:
         return [float(c) for c in self.counts] + [self.total]
 
 
+# TLS handshakes: a full one costs about a millisecond of CPU, a resumed one
+# less; the request buckets would put them all in the first bucket.
+TLS_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
+class BoundsHistogram:
+    """A histogram over any bucket bounds (off the request path: a bisect per observation)."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def to_wire(self) -> list[float]:
+        """Counts then the sum, for the control channel."""
+        return [float(c) for c in self.counts] + [self.total]
+
+
 def request_counts(listeners: int) -> list[int]:
     """A zeroed [listener][method][class] counter block."""
     return [0] * (listeners * N_METHODS * N_CLASSES)
@@ -105,3 +142,30 @@ def count_index(listener: int, method: bytes, status: int) -> int:
     elif code > 4:
         code = 4
     return (listener * N_METHODS + METHOD_INDEX.get(method, N_METHODS - 1)) * N_CLASSES + code
+
+
+def merge_tree(into: Any, other: Any) -> Any:
+    """Element-wise sum of two snapshot trees (dicts, lists, numbers)."""
+    if isinstance(into, dict) and isinstance(other, dict):
+        for key, value in other.items():
+            into[key] = merge_tree(into[key], value) if key in into else _copy(value)
+        return into
+    if isinstance(into, list) and isinstance(other, list):
+        if len(into) < len(other):
+            into.extend([0] * (len(other) - len(into)))
+        for i, value in enumerate(other):
+            into[i] = merge_tree(into[i], value)
+        return into
+    if isinstance(into, bool) or isinstance(other, bool):
+        return into or other
+    if isinstance(into, (int, float)) and isinstance(other, (int, float)):
+        return into + other
+    return into
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value

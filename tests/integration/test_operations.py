@@ -196,22 +196,7 @@ def test_reloads_under_wrk_load_fail_nothing(tmp_path: Path, backends: Any, work
     assert result["socket_errors"] == 0, output
 
 
-@pytest.mark.parametrize(
-    "workers",
-    [
-        1,
-        pytest.param(
-            2,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug in control/master.py: _open_sockets merges the new socket groups "
-                "into self.groups ({**self.groups, **new}), so reload() never finds an old "
-                "bind missing from self.groups and the master keeps the old sockets open: "
-                "the old address keeps completing handshakes that nobody accepts",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("workers", [1, 2])
 def test_reload_to_a_new_address_moves_the_listener(
     tmp_path: Path, backends: Any, workers: int
 ) -> None:
@@ -331,14 +316,6 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(
     assert "shutting down" in lb.stderr_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: on SIGTERM Runtime.stop_accepting() only cancels the accept tasks; the "
-    "listening sockets stay open until the drain ends (runtime.stop closes them after the "
-    "wait; with workers the master closes them in WorkerPool.stop after the workers exit), "
-    "so the kernel keeps completing handshakes nobody will accept and new clients hang "
-    "for up to shutdown_timeout instead of being refused (nginx closes its listeners first)",
-)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_refuses_new_connections_while_draining(
     tmp_path: Path, backends: Any, workers: int
@@ -497,11 +474,6 @@ def test_metrics_match_the_requests_sent(tmp_path: Path, backends: Any, workers:
     assert m.value("phoenix_worker_processes") == workers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: phoenix_sent_bytes_total counts response bodies only (its HELP says "
-    "'Response body bytes'), while docs/metrics.md promises heads and bodies ($bytes_sent)",
-)
 def test_sent_bytes_count_heads_and_bodies(tmp_path: Path, backends: Any) -> None:
     with running(tmp_path, ops_config(addresses(backends(1)))) as lb:
         received = 0
@@ -513,14 +485,6 @@ def test_sent_bytes_count_heads_and_bodies(tmp_path: Path, backends: Any) -> Non
         assert lb.metrics().value("phoenix_sent_bytes_total") == received
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in server/runtime.py: a reload builds new groups and listener contexts with "
-    "zeroed counters and drops the old ones from stats_snapshot() once idle (_retire, "
-    "bound.retired), so every counter restarts at zero after each reload; with workers and "
-    "a new bind, the old generation's counts are not kept either (only a worker that dies "
-    "goes through note_dead_worker)",
-)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_counters_survive_a_reload(tmp_path: Path, backends: Any, workers: int) -> None:
     config = ops_config(addresses(backends(2)), workers=workers)
@@ -637,13 +601,6 @@ def test_health_and_drain_through_ctl(tmp_path: Path, backends: Any) -> None:
         assert "no server" in unknown.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in admin/metrics.py: phoenix_upstream_server_up is 1 only in states up and "
-    "backup, so draining a healthy server sets it to 0, while docs/metrics.md says operator "
-    "state does not change it; the BackendDown alert (server_up == 0 unless disabled) then "
-    "fires for every server drained for more than 1m",
-)
 def test_server_up_ignores_operator_state(tmp_path: Path, backends: Any) -> None:
     b0, b1 = backends(2)
     with running(tmp_path, ops_config([b0.address, b1.address])) as lb:

@@ -6,17 +6,20 @@ reply must reach the request that asked for it even when several overlap.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from tests.support import Backend
 
 from .conftest import ProxyProcess
 from .edgesupport import get, start_lb
-from .helpers import make_config
+from .helpers import config_yaml, make_config, wait_for
 
 
 def test_reloads_complete_while_stats_are_scraped(
@@ -56,3 +59,50 @@ def test_reloads_complete_while_stats_are_scraped(
             thread.join(timeout=10)
     assert errors == []
     assert get(lb.port, "/").status == 200
+
+
+def test_sighup_while_workers_start_is_kept_for_after_the_start(
+    backends: Callable[[int], list[Backend]],
+    run_proxy_subprocess: Callable[..., ProxyProcess],
+) -> None:
+    (backend,) = backends(1)
+    config = make_config([backend.address])
+    config["listeners"][0]["bind"] = ["127.0.0.1:{port}"]
+    config["workers"] = 2
+    config["error_log"] = {"path": "stderr", "level": "info"}
+    process = run_proxy_subprocess(config_yaml(config), wait=False)
+    # Sent before the master can have finished starting its workers (the
+    # default action of SIGHUP would end it).
+    wait_for(lambda: "listening on" in process.stderr_text(), 20, "sockets open")
+    os.kill(process.pid, signal.SIGHUP)
+    process.wait_ready()
+    wait_for(lambda: "reload done" in process.stderr_text(), 20, "the kept reload")
+    assert process.proc.poll() is None
+    assert get(process.port, "/").status == 200
+
+
+def test_worker_that_cannot_start_says_why_at_once(
+    backends: Callable[[int], list[Backend]],
+    run_proxy_subprocess: Callable[..., ProxyProcess],
+    tmp_path: Path,
+) -> None:
+    """A restarted worker whose certificate went bad reports it, not a 30 s timeout."""
+    from tests.support.certs import TestCA
+
+    ca = TestCA(tmp_path)
+    files = ca.issue("example.com", stem="site")
+    (backend,) = backends(1)
+    config = make_config([backend.address])
+    config["listeners"][0]["bind"] = ["127.0.0.1:{port}"]
+    config["listeners"][0]["tls"] = {
+        "certificates": [{"cert": str(files.cert), "key": str(files.key)}]
+    }
+    config["workers"] = 2
+    config["error_log"] = {"path": "stderr", "level": "info"}
+    process = run_proxy_subprocess(config_yaml(config))
+    wait_for(lambda: " started (" in process.stderr_text(), 20, "master started")
+    files.key.write_text("not a key\n")
+    victim = psutil.Process(process.pid).children()[0].pid
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: "cannot start" in process.stderr_text(), 10, "the worker's reason")
+    assert process.proc.poll() is None  # the master stays, the other worker serves

@@ -22,38 +22,28 @@ from prometheus_client.core import (
 )
 
 from phoenix_lb import __version__
-from phoenix_lb.stats import BUCKETS, CODE_CLASSES, METHOD_NAMES, N_CLASSES, N_METHODS
+from phoenix_lb.stats import (
+    BUCKETS,
+    CODE_CLASSES,
+    METHOD_NAMES,
+    N_CLASSES,
+    N_METHODS,
+    TLS_BUCKETS,
+    merge_tree,
+)
 
 Snapshot = dict[str, Any]
 
-_BUCKET_LABELS = [repr(b) if b != int(b) else f"{b:.1f}" for b in BUCKETS] + ["+Inf"]
+
+def _bucket_labels(bounds: tuple[float, ...]) -> list[str]:
+    return [repr(b) if b != int(b) else f"{b:.1f}" for b in bounds] + ["+Inf"]
 
 
-def merge(into: Any, other: Any) -> Any:
-    """Element-wise sum of two snapshot trees (dicts, lists, numbers)."""
-    if isinstance(into, dict) and isinstance(other, dict):
-        for key, value in other.items():
-            into[key] = merge(into[key], value) if key in into else _copy(value)
-        return into
-    if isinstance(into, list) and isinstance(other, list):
-        if len(into) < len(other):
-            into.extend([0] * (len(other) - len(into)))
-        for i, value in enumerate(other):
-            into[i] = merge(into[i], value)
-        return into
-    if isinstance(into, bool) or isinstance(other, bool):
-        return into or other
-    if isinstance(into, int | float) and isinstance(other, int | float):
-        return into + other
-    return into
+_BUCKET_LABELS = _bucket_labels(BUCKETS)
+_TLS_BUCKET_LABELS = _bucket_labels(TLS_BUCKETS)
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
+merge = merge_tree
 
 
 def merge_all(snapshots: Iterable[Snapshot]) -> Snapshot:
@@ -64,11 +54,16 @@ def merge_all(snapshots: Iterable[Snapshot]) -> Snapshot:
     return total
 
 
-def _histogram(family: HistogramMetricFamily, labels: list[str], wire: list[float]) -> None:
+def _histogram(
+    family: HistogramMetricFamily,
+    labels: list[str],
+    wire: list[float],
+    bucket_labels: list[str] = _BUCKET_LABELS,
+) -> None:
     counts = wire[:-1]
     running = 0.0
     buckets = []
-    for label, count in zip(_BUCKET_LABELS, counts, strict=False):
+    for label, count in zip(bucket_labels, counts, strict=False):
         running += count
         buckets.append((label, running))
     family.add_metric(labels, buckets, wire[-1])
@@ -118,7 +113,9 @@ class SnapshotCollector:
             "phoenix_received_bytes", "Bytes received from clients.", labels=["listener"]
         )
         sent = CounterMetricFamily(
-            "phoenix_sent_bytes", "Response body bytes sent to clients.", labels=["listener"]
+            "phoenix_sent_bytes",
+            "Bytes sent to clients: response heads and bodies.",
+            labels=["listener"],
         )
         connections = GaugeMetricFamily(
             "phoenix_client_connections",
@@ -153,6 +150,7 @@ class SnapshotCollector:
                 _histogram(duration, [name, ""], item["local_durations"])
         for name, queue in control.get("listen_queue", {}).items():
             listen_queue.add_metric([name], queue)
+        yield from _tls_metrics(listeners, names)
 
         response = HistogramMetricFamily(
             "phoenix_upstream_response_duration_seconds",
@@ -208,7 +206,8 @@ class SnapshotCollector:
         control = self.control
         up = GaugeMetricFamily(
             "phoenix_upstream_server_up",
-            "1 when the server may take new requests (health up, not drained or disabled).",
+            "1 when the server is healthy (health checks pass, its name resolves); "
+            "drain and disable do not change it.",
             labels=["upstream", "server"],
         )
         state = GaugeMetricFamily(
@@ -229,7 +228,8 @@ class SnapshotCollector:
         per_upstream: dict[str, dict[str, int]] = {}
         for item in control.get("servers", []):
             upstream, address, current = item["upstream"], item["address"], item["state"]
-            up.add_metric([upstream, address], 1 if current in ("up", "backup") else 0)
+            healthy = item.get("healthy", current in ("up", "backup"))
+            up.add_metric([upstream, address], 1 if healthy else 0)
             state.add_metric([upstream, address, current], 1)
             bucket = per_upstream.setdefault(
                 upstream, {"up": 0, "down": 0, "draining": 0, "disabled": 0, "backup": 0}
@@ -299,6 +299,38 @@ class SnapshotCollector:
         for (listener, path), when in control.get("cert_expiry", {}).items():
             expiry.add_metric([listener, path], when)
         yield from (workers, restarts, reloads, last_ok, last_time, started, build, expiry)
+
+
+def _tls_metrics(listeners: list[dict[str, Any]], names: list[str]) -> Iterator[Metric]:
+    """Handshakes (seed 7.1 "SSL handshake time") of the TLS listeners."""
+    handshakes = CounterMetricFamily(
+        "phoenix_tls_handshakes",
+        "Completed TLS handshakes, by protocol version and whether the session was resumed.",
+        labels=["listener", "protocol", "resumed"],
+    )
+    errors = CounterMetricFamily(
+        "phoenix_tls_handshake_errors",
+        "TLS handshakes that failed, by reason.",
+        labels=["listener", "reason"],
+    )
+    duration = HistogramMetricFamily(
+        "phoenix_tls_handshake_duration_seconds",
+        "Time from accepting a connection to its completed TLS handshake.",
+        labels=["listener"],
+    )
+    for index, item in enumerate(listeners):
+        if not item.get("tls_handshake_time"):
+            continue  # a plain HTTP listener
+        name = names[index] if index < len(names) else str(item.get("name", ""))
+        resumed = item.get("tls_resumed_versions", {})
+        for version, count in sorted(item.get("tls_versions", {}).items()):
+            again = resumed.get(version, 0)
+            handshakes.add_metric([name, version, "false"], count - again)
+            handshakes.add_metric([name, version, "true"], again)
+        for reason, count in sorted(item.get("tls_handshake_errors", {}).items()):
+            errors.add_metric([name, reason], count)
+        _histogram(duration, [name], item["tls_handshake_time"], _TLS_BUCKET_LABELS)
+    yield from (handshakes, errors, duration)
 
 
 def render(snapshot: Snapshot, control: Snapshot) -> bytes:

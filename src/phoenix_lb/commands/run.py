@@ -81,14 +81,13 @@ async def serve(
     else:
         data_plane = WorkerPool(loop, on_worker_death=worker_died)
     plane = ControlPlane(loop, config, data_plane, config_path=config_path)
-    try:
-        await plane.start()
-    except (OSError, RuntimeError, ValueError) as exc:
-        log.error("cannot start: %s", exc)
-        await plane.stop(0, graceful=False)
-        return 1
     stop = asyncio.Event()
     graceful = True
+    # Signals are handled from the start: a SIGHUP sent while workers are
+    # still starting (a deploy script racing the unit) would otherwise end
+    # the process with the default action.  It is kept for after the start.
+    starting = True
+    reload_wanted = False
 
     def on_stop(immediate: bool) -> None:
         nonlocal graceful
@@ -108,11 +107,35 @@ async def serve(
         data_plane.reopen_logs()
         log.info("log files reopened")
 
+    reloads: set[asyncio.Task[None]] = set()  # referenced until done
+
+    def start_reload() -> None:
+        task = loop.create_task(on_reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    def on_hup() -> None:
+        nonlocal reload_wanted
+        if starting:
+            log.info("SIGHUP while starting: reloading once started")
+            reload_wanted = True
+        else:
+            start_reload()
+
     loop.add_signal_handler(signal.SIGTERM, on_stop, False)
     loop.add_signal_handler(signal.SIGINT, on_stop, False)
     loop.add_signal_handler(signal.SIGQUIT, on_stop, True)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_reload()))
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGUSR1, on_reopen)
+    try:
+        await plane.start()
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        await plane.stop(0, graceful=False)
+        return 1
+    starting = False
+    if reload_wanted:
+        start_reload()
     log.info(
         "phoenix-lb %s started (%s, %s hot path, %d worker%s, pid %d)",
         __version__,
@@ -147,6 +170,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_config_errors(exc)
         return 1
+    # Certificates before any process starts: a worker that cannot load one
+    # would otherwise only time out.  Warnings (expiry) are logged when the
+    # listeners load them.
+    if report_certificates(config, args.config, warnings=False):
+        return 1
     from phoenix_lb.control.master import worker_count
 
     setup_error_log(config.error_log, prefix="master" if worker_count(config) > 1 else "")
@@ -158,11 +186,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop.close()
 
 
+def report_certificates(config: PhoenixConfig, filename: str, *, warnings: bool = True) -> bool:
+    """Print certificate problems (``FILE: key.path: message``) on stderr; True on errors."""
+    if not any(listener.tls is not None for listener in config.listeners):
+        return False
+    from phoenix_lb.tls import check_certificates
+
+    failed = False
+    for issue in check_certificates(config):
+        failed = failed or issue.severity == "error"
+        if warnings or issue.severity == "error":
+            print(issue.render(filename), file=sys.stderr)
+    return failed
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         print_config_errors(exc)
+        return 1
+    if report_certificates(config, args.config):
         return 1
     print(f"{args.config}: configuration ok")
     return 0

@@ -365,6 +365,11 @@ class RouteConfig(_Model):
     )
     rate_limit: RateLimitRef | None = Field(None, description="Rate limiting for this route.")
     conn_limit: ConnLimitRef | None = Field(None, description="Concurrency limit for this route.")
+    access_log: StrictBool = Field(
+        True,
+        description="false: requests on this route are not written to the access log (nginx "
+        "access_log off; the seed's /health). They are still counted in the metrics.",
+    )
 
     @field_validator("path")
     @classmethod
@@ -376,6 +381,26 @@ class RouteConfig(_Model):
                 f"route path {value!r} must be a plain path (no query, fragment or spaces)"
             )
         return value
+
+
+class AccessLogConfig(_Model):
+    """Where and how each request is logged."""
+
+    path: str = Field("stdout", description="stdout, stderr or a file path.")
+    format: Literal["combined", "json", "off"] = Field(
+        "combined",
+        description="combined (nginx/Apache combined, followed by rid=, upstream=, rt=, urt= "
+        "and tls= fields), json (one object per line, every field) or off.",
+    )
+
+
+class ErrorLogConfig(_Model):
+    """The balancer's own log (start, stop, failures)."""
+
+    path: str = Field("stderr", description="stdout, stderr or a file path.")
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe level written."
+    )
 
 
 class SecurityHeadersConfig(_Model):
@@ -519,7 +544,24 @@ class ListenerConfig(_Model):
         None,
         description="Name of this site; used as Host for HTTP/1.0 requests that carry none.",
     )
-    routes: list[RouteConfig] = Field(min_length=1, description="Path prefix -> upstream.")
+    routes: list[RouteConfig] = Field(
+        default_factory=list,
+        description="Path prefix -> upstream; at least one, except on redirect_https listeners.",
+    )
+    request_id: StrictBool = Field(
+        True,
+        description="Give every request an id: the client's X-Request-ID when it is a plain "
+        "token (up to 128 letters, digits, '.', '_', '-'), otherwise a generated one; it goes "
+        "to the upstream and back to the client as X-Request-ID and into the access log.",
+    )
+    access_log: AccessLogConfig | None = Field(
+        None, description="This listener's access log, instead of the top-level one."
+    )
+    error_log: ErrorLogConfig | None = Field(
+        None,
+        description="This listener's error log (its clients' and upstreams' errors), instead "
+        "of the top-level one; start, stop and reload messages stay in the top-level log.",
+    )
     proxy_protocol: StrictBool = Field(
         False,
         description="Every connection starts with a PROXY protocol v1/v2 header (behind an "
@@ -531,6 +573,49 @@ class ListenerConfig(_Model):
         description="Headers added to every response, errors and redirects included (null "
         "adds none).",
     )
+    tls: TlsConfig | None = Field(
+        None, description="Terminate TLS on this listener (https); null: plain HTTP."
+    )
+    http2: StrictBool = Field(
+        False,
+        description="Offer HTTP/2 by ALPN (needs tls): ALPN offers h2 and http/1.1, and "
+        "HTTP/2 requests are proxied to the HTTP/1.1 upstreams.",
+    )
+    http2_max_concurrent_streams: StrictInt = Field(
+        128,
+        ge=1,
+        le=10000,
+        description="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: requests one HTTP/2 connection "
+        "may have in progress (nginx http2_max_concurrent_streams); more are refused with "
+        "REFUSED_STREAM.",
+    )
+    redirect_https: StrictBool = Field(
+        False,
+        description="Answer every request with 301 to https://server_name + the request's "
+        "path and query (never the client's Host); needs server_name, takes no routes.",
+    )
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ListenerConfig:
+        if self.redirect_https:
+            if self.tls is not None:
+                raise ValueError("redirect_https is for plain HTTP listeners, not with tls")
+            if not self.server_name:
+                raise ValueError(
+                    "redirect_https needs server_name: the redirect goes to "
+                    "https://<server_name>, never to the Host a client sends (open redirect)"
+                )
+            if self.routes:
+                raise ValueError("a redirect_https listener takes no routes: it only redirects")
+        elif not self.routes:
+            raise ValueError("routes: at least one route is needed (or redirect_https: true)")
+        if self.http2 and self.tls is None:
+            raise ValueError("http2 needs tls: HTTP/2 is offered by ALPN in the TLS handshake")
+        if self.proxy_protocol and self.tls is not None:
+            # The PROXY header precedes the ClientHello; it has to be read off
+            # the socket before the handshake starts, which is not done yet.
+            raise ValueError("proxy_protocol together with tls is not supported yet")
+        return self
 
 
 class TimeoutsConfig(_Model):
@@ -557,6 +642,11 @@ class TimeoutsConfig(_Model):
         description="Between two successful writes of the response to a client (nginx "
         "send_timeout): a client that stops reading is disconnected.",
     )
+    tunnel_idle: Duration = Field(
+        3600.0,
+        description="A WebSocket connection with no byte in either direction for this long "
+        "is closed (nginx uses proxy_read_timeout, 60s, which cuts quiet WebSockets).",
+    )
 
 
 class LimitsConfig(_Model):
@@ -571,24 +661,6 @@ class LimitsConfig(_Model):
     max_headers: StrictInt = Field(100, ge=1, description="Number of header fields; more gets 431.")
     max_body: Size = Field(
         100 * 1024 * 1024, ge=0, description="Request body size; larger gets 413 (0 = no limit)."
-    )
-
-
-class AccessLogConfig(_Model):
-    """Where and how each request is logged."""
-
-    path: str = Field("stdout", description="stdout, stderr or a file path.")
-    format: Literal["combined", "json", "off"] = Field(
-        "combined", description="combined (nginx/Apache), json (one object per line) or off."
-    )
-
-
-class ErrorLogConfig(_Model):
-    """The balancer's own log (start, stop, failures)."""
-
-    path: str = Field("stderr", description="stdout, stderr or a file path.")
-    level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Least severe level written."
     )
 
 
@@ -1012,3 +1084,33 @@ class PhoenixConfig(_Model):
                 raise ValueError("workers must be at least 1 (or auto)")
             return value
         raise ValueError("expected a whole number of worker processes, or auto")
+
+
+def resolve_relative_paths(config: PhoenixConfig, directory: str) -> PhoenixConfig:
+    """``config`` with relative certificate and key paths made absolute under ``directory``.
+
+    Run by ``load_config`` with the config file's directory: workers and
+    reloads get the model, not the file, so the paths must not depend on
+    the current directory.  (``load_config_text`` leaves paths as written,
+    so a semantic diff against a backup shows no spurious changes.)
+    """
+    import os
+
+    def absolute(path: str) -> str:
+        return path if os.path.isabs(path) else os.path.normpath(os.path.join(directory, path))
+
+    listeners = []
+    changed = False
+    for listener in config.listeners:
+        tls = listener.tls
+        if tls is not None:
+            certificates = [
+                entry.model_copy(update={"cert": absolute(entry.cert), "key": absolute(entry.key)})
+                for entry in tls.certificates
+            ]
+            if certificates != tls.certificates:
+                changed = True
+                tls = tls.model_copy(update={"certificates": certificates})
+                listener = listener.model_copy(update={"tls": tls})
+        listeners.append(listener)
+    return config.model_copy(update={"listeners": listeners}) if changed else config

@@ -89,6 +89,8 @@ class WorkerPool:
         self.groups: dict[str, list[socket.socket]] = {}
         #: the current worker processes
         self.procs: list[Worker] = []
+        #: workers of a replaced generation, still draining
+        self._retiring: list[Worker] = []
         self.generation = 0
         self.restarts = 0
         self.state: dict[str, Any] = {}
@@ -128,7 +130,9 @@ class WorkerPool:
                 worker.last_stats = data
             return worker.last_stats
 
-        results = await asyncio.gather(*(one(w) for w in self.procs))
+        # Workers a reload replaced count until they exit (then their final
+        # counters go to the control plane): totals never dip.
+        results = await asyncio.gather(*(one(w) for w in [*self.procs, *self._retiring]))
         return [r for r in results if r]
 
     async def reload(
@@ -181,6 +185,7 @@ class WorkerPool:
             self.groups = old_groups
             raise
         self.config = config
+        self._retiring.extend(old_workers)
         for worker in old_workers:
             worker.stopping = True
             if worker.channel is not None:
@@ -200,6 +205,10 @@ class WorkerPool:
                 worker.channel.send({"op": "stop", "timeout": timeout, "graceful": graceful})
             elif worker.process is not None and worker.process.returncode is None:
                 worker.process.terminate()
+        # Our copies go now, the workers close theirs as they stop: new
+        # clients are refused instead of queueing behind the drain.
+        self._close_groups(self.groups)
+        self.groups = {}
         deadline = self.loop.time() + (timeout if graceful else 0.0) + 5.0
         for worker in self.procs:
             process = worker.process
@@ -213,10 +222,6 @@ class WorkerPool:
                     "worker %d (pid %d) did not stop in time; killing it", worker.index, worker.pid
                 )
                 self._kill(worker)
-        for group in self.groups.values():
-            for sock in group:
-                sock.close()
-        self.groups = {}
 
     def reopen_logs(self) -> None:
         for worker in self.procs:
@@ -255,7 +260,15 @@ class WorkerPool:
                 raise
             new[bind] = group
             log.info("listening on %s (%d sockets, steered by client address)", bind, self.count)
-        self.groups = {**self.groups, **new}
+        # Only what this config binds: the caller closes what is left of
+        # the previous groups once the workers using them are gone.
+        self.groups = new
+
+    @staticmethod
+    def _close_groups(groups: dict[str, list[socket.socket]]) -> None:
+        for group in groups.values():
+            for sock in group:
+                sock.close()
 
     def listening_sockets(self) -> dict[str, list[socket.socket]]:
         """Every listener's sockets (all workers' shares), for the accept-queue metric."""
@@ -342,6 +355,15 @@ class WorkerPool:
             if worker.ready is not None and not worker.ready.done():
                 worker.ready.set_result(None)
             return
+        if op == "final":
+            data = message.get("data")
+            if isinstance(data, dict):
+                worker.last_stats = data
+            return
+        if op == "failed":
+            if worker.ready is not None and not worker.ready.done():
+                worker.ready.set_exception(RuntimeError(str(message.get("error"))))
+            return
         reply_to = message.get("id")
         if isinstance(reply_to, int):
             future = worker.pending.pop(reply_to, None)
@@ -379,6 +401,11 @@ class WorkerPool:
         code = await process.wait()
         if worker.ready is not None and not worker.ready.done():
             worker.ready.set_exception(RuntimeError(f"worker exited with status {code}"))
+        if worker in self._retiring:
+            self._retiring.remove(worker)
+            if self._on_worker_death is not None:
+                # A worker of a generation a reload replaced: its counters live on.
+                self._on_worker_death(worker.last_stats)
         if self._stopping or worker.stopping or worker not in self.procs:
             return
         lived = time.monotonic() - worker.started_at

@@ -39,6 +39,7 @@ from phoenix_lb.health.checker import CheckTarget, HealthChecker, targets_from_c
 from phoenix_lb.health.state import Transition
 from phoenix_lb.secrets import sticky_secrets
 from phoenix_lb.server.runtime import Runtime, is_ip
+from phoenix_lb.tls import certificate_expiry
 from phoenix_lb.upstream.resolver import Resolver, names_from_config
 
 log = logging.getLogger("phoenix_lb")
@@ -418,12 +419,16 @@ class ControlPlane:
                     "upstream": key[0],
                     "address": key[1],
                     "state": current,
+                    # Health alone: drain and disable are the operator's
+                    # choice and must not page anyone (BackendDown).
+                    "healthy": state.healthy and state.connect_host is not None,
                     "checks": dict(self._check_counts.get(key, {})),
                 }
             )
         return {
             "servers": servers,
             "listener_names": [{"name": listener.name} for listener in self.config.listeners],
+            "cert_expiry": certificate_expiry(self.config),
             "listen_queue": listener_queues(
                 self.data_plane.listening_sockets(), read_listen_queues()
             ),

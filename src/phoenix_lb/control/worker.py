@@ -14,6 +14,7 @@ sent to a worker directly stops it gracefully.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -41,7 +42,10 @@ class WorkerMain:
         self.config: PhoenixConfig | None = None
         self.done = asyncio.Event()
         self.index = -1
+        self.exit_code = 0
         self._stopping = False
+        #: set once the channel closed after the final counters were sent
+        self._flushed: asyncio.Event | None = None
 
     async def run(self, control_fd: int) -> int:
         sock = socket.socket(fileno=control_fd)
@@ -50,7 +54,7 @@ class WorkerMain:
         )
         self.loop.add_signal_handler(signal.SIGTERM, self._stop_soon)
         await self.done.wait()
-        return 0
+        return self.exit_code
 
     def _send(self, message: Message) -> None:
         if self.channel is not None:
@@ -86,9 +90,20 @@ class WorkerMain:
         sockets: dict[str, list[socket.socket]] = {}
         for name, fds in message.get("sockets", {}).items():
             sockets[name] = [socket.socket(fileno=int(fd)) for fd in fds]
-        runtime = Runtime(config, self.loop, sockets=sockets, secrets=message.get("secrets", {}))
-        runtime.apply_server_state(message.get("state", {}))
-        await runtime.start(resolve=False)
+        try:
+            runtime = Runtime(
+                config, self.loop, sockets=sockets, secrets=message.get("secrets", {})
+            )
+            runtime.apply_server_state(message.get("state", {}))
+            await runtime.start(resolve=False)
+        except Exception as exc:
+            # Say why at once (a certificate gone bad before a restart, say):
+            # otherwise the master only learns it from its ready timeout.
+            log.error("worker %d cannot start: %s", self.index, exc)
+            self._send({"op": "failed", "error": f"worker {self.index}: {exc}"})
+            self.exit_code = 1
+            self.done.set()
+            return
         self.runtime = runtime
         settle()
         self._send({"op": "ready", "pid": os.getpid()})
@@ -110,6 +125,8 @@ class WorkerMain:
 
     def _on_channel_closed(self) -> None:
         self.channel = None
+        if self._flushed is not None:
+            self._flushed.set()
         if not self._stopping:
             log.warning("worker %d: the master is gone; draining and exiting", self.index)
             timeout = self.config.shutdown_timeout if self.config is not None else 5.0
@@ -125,6 +142,18 @@ class WorkerMain:
         self._stopping = True
         if self.runtime is not None:
             await self.runtime.stop(timeout)
+            # The master keeps these, so totals do not go backwards when a
+            # reload replaces this worker (what it served since the last
+            # scrape would be lost otherwise).
+            channel = self.channel
+            if channel is not None and channel.send(
+                {"op": "final", "data": self.runtime.stats_snapshot()}
+            ):
+                self._flushed = asyncio.Event()
+                channel.close()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await self._flushed.wait()
         self.done.set()
 
 

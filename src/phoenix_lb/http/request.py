@@ -58,6 +58,7 @@ _EXPECT: Final = 5
 _XFF: Final = 6
 _UPGRADE: Final = 7
 _X_REAL_IP: Final = 8
+_REQUEST_ID: Final = 9
 _SPECIAL: Final[dict[bytes, int]] = {
     b"host": _HOST,
     b"content-length": _CL,
@@ -76,6 +77,8 @@ _SPECIAL: Final[dict[bytes, int]] = {
     # (X-Real-IP is kept aside for trusted proxies, see realip.py).
     b"x-real-ip": _X_REAL_IP,
     b"x-forwarded-proto": _DROP,
+    # Kept aside: forwarded as given, or replaced by ours (request_id on).
+    b"x-request-id": _REQUEST_ID,
 }
 
 # Length of every special name: a field whose name has another length is
@@ -87,6 +90,8 @@ _SPECIAL_EXACT: Final[dict[bytes, int]] = {
     **_SPECIAL,
     b"TE": _DROP,
     b"X-Real-IP": _X_REAL_IP,
+    b"X-Request-ID": _REQUEST_ID,
+    b"X-Request-Id": _REQUEST_ID,
 }
 
 # Connection options that name no header to remove.
@@ -126,6 +131,7 @@ class RequestHead:
         "keep_alive",
         "method",
         "path",
+        "request_id",
         "target",
         "upgrade",
         "version",
@@ -154,6 +160,8 @@ class RequestHead:
         self.upgrade: bytes | None = None
         #: the client's X-Real-IP (not forwarded; trusted proxies' one is used)
         self.x_real_ip: bytes | None = None
+        #: the client's X-Request-ID (the proxy decides what is forwarded)
+        self.request_id: bytes | None = None
 
     @property
     def has_body(self) -> bool:
@@ -207,6 +215,7 @@ class RequestHeadBuilder:
         "_host",
         "_hosts",
         "_lines",
+        "_request_id",
         "_size",
         "_te",
         "_upgrade",
@@ -238,6 +247,7 @@ class RequestHeadBuilder:
         self._expect: bytes | None = None
         self._upgrade: bytes | None = None
         self._x_real_ip: bytes | None = None
+        self._request_id: bytes | None = None
 
     @property
     def header_bytes(self) -> int:
@@ -296,6 +306,8 @@ class RequestHeadBuilder:
             self._upgrade = value
         elif kind == _X_REAL_IP:
             self._x_real_ip = value
+        elif kind == _REQUEST_ID:
+            self._request_id = value
         # _DROP: nothing to keep
 
     def finish(self, method: bytes, version: str) -> RequestHead:
@@ -359,6 +371,7 @@ class RequestHeadBuilder:
             head.xff = b", ".join(self._xff)
         head.upgrade = self._upgrade
         head.x_real_ip = self._x_real_ip
+        head.request_id = self._request_id
         if tokens is not None:
             nominated = {t for t in tokens if t not in _CONNECTION_OPTIONS and t not in _PROTECTED}
             if nominated:
@@ -419,6 +432,7 @@ def build_upstream_head(
     default_host: bytes,
     peer_ip: bytes | None = None,
     upgrade: bytes | None = None,
+    request_id: bytes | None = None,
 ) -> bytes:
     """Serialize the request for an HTTP/1.1 upstream.
 
@@ -441,6 +455,10 @@ def build_upstream_head(
     parts.append(xff)
     parts.append(b"\r\n")
     parts.append(_PROTO_LINE.get(scheme) or b"X-Forwarded-Proto: %s\r\n" % scheme)
+    # Ours when ids are on; otherwise the client's, untouched.
+    rid = head.request_id if request_id is None else request_id
+    if rid is not None:
+        parts.append(b"X-Request-ID: %s\r\n" % rid)
     if upgrade is not None:
         # Forwarded only for a client that asked (the seed sends Connection:
         # upgrade on every request, which makes keep-alive upstream impossible).
@@ -452,3 +470,16 @@ def build_upstream_head(
     else:
         parts.append(b"\r\n")
     return b"".join(parts)
+
+
+# A request id a client may choose: a plain token (log and header safe).
+_REQUEST_ID_BYTES: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+)
+
+
+def usable_request_id(value: bytes | None) -> bool:
+    """True for a client X-Request-ID we pass on (1-128 token characters)."""
+    if value is None or not 0 < len(value) <= 128:
+        return False
+    return all(byte in _REQUEST_ID_BYTES for byte in value)

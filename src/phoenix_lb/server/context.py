@@ -15,16 +15,17 @@ from typing import TYPE_CHECKING, Protocol
 from phoenix_lb.accesslog import AccessLog
 from phoenix_lb.clock import HttpClock
 from phoenix_lb.server.router import Router
-from phoenix_lb.stats import Histogram, request_counts
+from phoenix_lb.stats import TLS_BUCKETS, BoundsHistogram, Histogram, request_counts
 
 if TYPE_CHECKING:
     from phoenix_lb.config.schema import LimitsConfig, TimeoutsConfig
     from phoenix_lb.realip import RealIp
+    from phoenix_lb.server.requestid import RequestIds
     from phoenix_lb.server.route import Route
 
 
-class Downstream(Protocol):
-    """What the runtime needs of a client connection (HTTP/1.x, the HTTPS redirect...)."""
+class ClientConnection(Protocol):
+    """What the runtime needs of a client connection (HTTP/1.x, HTTP/2, the HTTPS redirect)."""
 
     def stub_state(self) -> int:
         """0 reading a request, 1 writing a response, 2 idle (nginx stub_status)."""
@@ -60,6 +61,7 @@ class ListenerContext:
         proxy_protocol: bool = False,
         security_headers: bytes = b"",
         tls: bool = False,
+        request_ids: RequestIds | None = None,
     ) -> None:
         self.name = name
         #: position among the listeners (stats blocks are indexed by it)
@@ -78,6 +80,8 @@ class ListenerContext:
         #: header lines added to every response (``Name: value\r\n``...); the
         #: upstream's values of the same headers are replaced
         self.security_headers = security_headers
+        #: where request ids come from (None: this listener adds none)
+        self.request_ids = request_ids
         self.server_name = server_name.encode() if server_name else None
         self.clock = clock
         self.access_log = access_log
@@ -94,7 +98,7 @@ class ListenerContext:
         self.max_headers = limits.max_headers
         self.max_body = limits.max_body
         #: open client connections, for graceful shutdown
-        self.connections: set[Downstream] = set()
+        self.connections: set[ClientConnection] = set()
         #: counters since start
         self.accepted = 0
         self.requests = 0
@@ -105,6 +109,13 @@ class ListenerContext:
         #: requests answered by the proxy itself (400, 404, 413...)
         self.local_counts = request_counts(1)
         self.local_durations = Histogram()
+        # HTTP/2 (set by the runtime on http2 listeners): ALPN offers h2, and
+        # each connection advertises this MAX_CONCURRENT_STREAMS.
+        self.http2 = False
+        self.http2_max_streams = 128
+        #: connections that chose h2, and the streams (requests) they opened
+        self.h2_connections = 0
+        self.h2_streams = 0
         # TLS listeners (set by the runtime): the context new connections get
         # (swapped with this object on reload) and the handshake deadline.
         self.ssl_context: ssl.SSLContext | None = None
@@ -116,7 +127,9 @@ class ListenerContext:
         self.tls_resumed = 0
         #: completed handshakes by protocol version ("TLSv1.3" -> count)
         self.tls_versions: dict[str, int] = {}
+        #: the resumed ones among them, by version
+        self.tls_resumed_versions: dict[str, int] = {}
         #: failed handshakes by reason (tls.HANDSHAKE_ERROR_REASONS -> count)
         self.tls_handshake_errors: dict[str, int] = {}
         #: from accept to handshake complete, seconds
-        self.tls_handshake_time = Histogram()
+        self.tls_handshake_time = BoundsHistogram(TLS_BUCKETS)

@@ -32,6 +32,7 @@ class Downstream(asyncio.Protocol):
         "deadline",
         "loop",
         "peer_ip",
+        "tls_version",
         "transport",
         "tunnel",
         "write_paused",
@@ -54,6 +55,8 @@ class Downstream(asyncio.Protocol):
         #: the WebSocket tunnel this connection became after a 101 (HTTP/1 only)
         self.tunnel: Tunnel | None = None
         self.deadline = deadline
+        #: the negotiated TLS version ("" on plain connections), for logs
+        self.tls_version = ""
 
     # -- what exchanges call (overridden) -------------------------------------
 

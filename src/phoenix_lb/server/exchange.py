@@ -33,7 +33,12 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from phoenix_lb.http.errors import CONTINUE, error_response
-from phoenix_lb.http.request import RequestHead, build_upstream_head, remove_fields
+from phoenix_lb.http.request import (
+    RequestHead,
+    build_upstream_head,
+    remove_fields,
+    usable_request_id,
+)
 from phoenix_lb.http.response import (
     BODY_CHUNKED,
     BODY_NONE,
@@ -51,6 +56,7 @@ from phoenix_lb.upstream.group import HASH_HEADER, HASH_REMOTE_ADDR, HASH_URI
 if TYPE_CHECKING:
     from phoenix_lb.limits import ConnLimit
     from phoenix_lb.server.downstream import Downstream
+    from phoenix_lb.server.route import Route
     from phoenix_lb.upstream.connection import UpstreamConnection
     from phoenix_lb.upstream.group import UpstreamGroup
     from phoenix_lb.upstream.server import Server
@@ -98,16 +104,20 @@ class Exchange:
         "group",
         "hash_key",
         "head",
+        "head_bytes",
         "keep_alive",
         "last_error",
         "last_server",
+        "log",
         "mode",
         "out",
         "pending",
         "replay",
         "replay_size",
+        "request_id",
         "response_started",
         "reused",
+        "route",
         "sent_continue",
         "server",
         "set_cookie",
@@ -138,10 +148,17 @@ class Exchange:
         self.conn_limit: ConnLimit | None = None
         #: seconds a rate limit wants this request held before it starts
         self.delay = 0.0
+        #: a route whose admission (access, limits) is decided when this
+        #: request's turn comes, not when it is parsed (pipelining)
+        self.route: Route | None = None
+        #: False on routes with access_log: false
+        self.log = True
         #: the response must set the sticky cookie for the chosen server
         self.set_cookie = False
         #: the request's consistent-hashing key
         self.hash_key = b""
+        #: the X-Request-ID this request carries upstream (None: ids are off)
+        self.request_id: bytes | None = None
         #: b"websocket" when the client asked to switch protocols
         self.upgrade: bytes | None = None
         #: client bytes that followed the upgrade request (the new protocol's)
@@ -169,6 +186,8 @@ class Exchange:
         self.out: list[bytes] = []
         self.status = 0
         self.bytes_out = 0
+        #: size of the response head sent (phoenix_sent_bytes counts heads too)
+        self.head_bytes = 0
         self.last_error = ""
         self.started_at = 0.0
         self.upstream_started_at = 0.0
@@ -180,10 +199,17 @@ class Exchange:
 
     def start(self) -> None:
         """Begin the first attempt (called when this request's turn comes)."""
-        now = self.started_at = self.down.ctx.now()
+        ctx = self.down.ctx
+        now = self.started_at = ctx.now()
+        ids = ctx.request_ids
+        if ids is not None and self.request_id is None:
+            given = self.head.request_id
+            self.request_id = given if usable_request_id(given) else ids.new()
         if self.delay > 0.0:
-            # limit_req without nodelay: hold the request, reading paused.
-            self.down.pause_reading(_DELAYED)
+            # limit_req without nodelay: hold the request.  Reading goes on
+            # (a body waits in `pending`, as while connecting), so a client
+            # that leaves meanwhile is noticed and never forwarded (nginx
+            # watches the client during the delay too).
             self.down.loop.call_later(self.delay, self._start_delayed)
             return
         group = self.group
@@ -199,7 +225,6 @@ class Exchange:
 
     def _start_delayed(self) -> None:
         self.delay = 0.0
-        self.down.resume_reading(_DELAYED)
         if not self.finished:
             self.start()
 
@@ -384,6 +409,7 @@ class Exchange:
                 down.default_host(self.group),
                 down.peer_ip,
                 self.upgrade,
+                self.request_id,
             )
         pending = self.pending
         if pending:
@@ -507,15 +533,31 @@ class Exchange:
         self.keep_alive = keep_alive
         self.response_started = True
         extra = ctx.security_headers
+        if self.request_id is not None:
+            extra = extra + b"X-Request-ID: %s\r\n" % self.request_id
         if self.set_cookie and server is not None and group.sticky is not None:
             extra = extra + group.sticky.set_cookie_line(server.index, ctx.tls or None)
             if group.sticky_cache_control:
                 extra += CACHE_CONTROL_LINE
+        self._emit_head(response, extra)
+
+    def _emit_head(self, response: ResponseHead, extra: bytes) -> None:
+        """Queue the client's response head; ``extra`` are our own ``Name: value\r\n`` lines.
+
+        Output seam: the HTTP/2 exchange (server/h2.py) sends HEADERS instead.
+        """
         # Corked: written with the body bytes of the same read (flush()), so
         # a small response costs the client one send, not two.
-        self.out.append(
-            build_client_head(response, mode, keep_alive, head.version, ctx.clock.date_line, extra)
+        data = build_client_head(
+            response,
+            self.mode,
+            self.keep_alive,
+            self.head.version,
+            self.down.ctx.clock.date_line,
+            extra,
         )
+        self.head_bytes = len(data)
+        self.out.append(data)
 
     def on_upstream_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -535,12 +577,7 @@ class Exchange:
         conn = self.up
         self.up = None
         down = self.down
-        out = self.out
-        if self.mode == BODY_CHUNKED:
-            out.append(_LAST_CHUNK)
-        if out:
-            self.out = []
-            down.write_many(out)
+        self._end_body()
         server = self.server
         if server is not None:
             self.server = None
@@ -556,6 +593,18 @@ class Exchange:
         self.finished = True
         self._account()
         down.exchange_done(self, self.keep_alive and self.body_done)
+
+    def _end_body(self) -> None:
+        """The response body is complete: send the rest (and the last chunk).
+
+        Output seam: the HTTP/2 exchange ends its stream instead.
+        """
+        out = self.out
+        if self.mode == BODY_CHUNKED:
+            out.append(_LAST_CHUNK)
+        if out:
+            self.out = []
+            self.down.write_many(out)
 
     def on_upstream_switched(self, rest: bytes) -> None:
         """The upstream accepted the upgrade: from now on both sides are a tunnel."""
@@ -574,7 +623,11 @@ class Exchange:
         group = self.group
         if self.set_cookie and server is not None and group.sticky is not None:
             extra = extra + group.sticky.set_cookie_line(server.index, ctx.tls or None)
-        down.write(build_switch_head(response, self.upgrade, extra))
+        if self.request_id is not None:
+            extra = extra + b"X-Request-ID: %s\r\n" % self.request_id
+        switch = build_switch_head(response, self.upgrade, extra)
+        self.head_bytes = len(switch)
+        down.write(switch)
         tunnel = Tunnel(down, conn, self, ctx.tunnel_idle)
         self.tunnel = tunnel
         down.tunnel = tunnel
@@ -686,16 +739,25 @@ class Exchange:
         # After 408/413 the rest of the body is unknown: close.
         keep_alive = self.keep_alive and self.body_done and status not in (408, 413)
         self.keep_alive = keep_alive
-        down.write(
-            error_response(
-                status,
-                date=down.ctx.clock.date_line,
-                close=not keep_alive,
-                head_only=self.head.method == b"HEAD",
-                extra=(_RETRY_AFTER if status == 503 else b"") + down.ctx.security_headers,
-            )
-        )
+        extra = (_RETRY_AFTER if status == 503 else b"") + down.ctx.security_headers
+        self._emit_error(status, extra)
         self._finish()
+
+    def _emit_error(self, status: int, extra: bytes) -> None:
+        """Send our own error response for ``status`` (``extra``: header lines).
+
+        Output seam: the HTTP/2 exchange sends it as HEADERS and DATA.
+        """
+        down = self.down
+        data = error_response(
+            status,
+            date=down.ctx.clock.date_line,
+            close=not self.keep_alive,
+            head_only=self.head.method == b"HEAD",
+            extra=extra,
+        )
+        self.head_bytes = len(data)  # counted in phoenix_sent_bytes
+        down.write(data)
 
     def _abort_client(self) -> None:
         self.finished = True
@@ -721,13 +783,13 @@ class Exchange:
         else:
             self.group.counts[index] += 1
         self.group.durations[ctx.index].observe(elapsed)
-        ctx.bytes_out += self.bytes_out
+        ctx.bytes_out += self.bytes_out + self.head_bytes
         conn_limit = self.conn_limit
         if conn_limit is not None:
             self.conn_limit = None
             conn_limit.release(self.client_ip)
         access_log = ctx.access_log
-        if access_log is not None:
+        if access_log is not None and self.log:
             access_log.log(self)
 
     def log_fields(self) -> dict[str, object]:
@@ -756,14 +818,15 @@ class Exchange:
             else None,
             "referer": referer,
             "user_agent": agent,
+            "request_id": self.request_id or b"",
+            "tls": down.tls_version,
         }
 
 
 # Reasons the downstream connection stops reading (a bitmask there).
 _WAIT_UPSTREAM: Final = 1
 _UPSTREAM_FULL: Final = 2
-# (h1.py owns 4 and 8.)
-_DELAYED: Final = 16
+# (h1.py owns 4 and 8; 16 is free.)
 _SWITCHING: Final = 32
 
 
@@ -774,7 +837,18 @@ class LocalResponse:
     so that pipelined responses keep their order even when one is an error.
     """
 
-    __slots__ = ("body_done", "close", "down", "extra", "finished", "head_only", "status")
+    __slots__ = (
+        "body_done",
+        "body_size",
+        "close",
+        "down",
+        "extra",
+        "finished",
+        "head",
+        "head_only",
+        "log",
+        "status",
+    )
 
     def __init__(
         self,
@@ -793,22 +867,33 @@ class LocalResponse:
         self.body_done = body_done
         self.extra = extra
         self.finished = False
+        #: the refused request, when it was parsed (for the access log)
+        self.head: RequestHead | None = None
+        #: False on routes with access_log: false
+        self.log = True
+        self.body_size = 0
 
     def start(self) -> None:
         down = self.down
         keep_alive = not self.close and self.body_done
         ctx = down.ctx
         ctx.local_counts[count_index(0, b"", self.status)] += 1
-        down.write(
-            error_response(
-                self.status,
-                date=ctx.clock.date_line,
-                close=not keep_alive,
-                head_only=self.head_only,
-                extra=self.extra + ctx.security_headers,
-            )
+        data = error_response(
+            self.status,
+            date=ctx.clock.date_line,
+            close=not keep_alive,
+            head_only=self.head_only,
+            extra=self.extra + ctx.security_headers,
         )
+        ctx.bytes_out += len(data)
+        down.write(data)
         self.finished = True
+        access_log = ctx.access_log
+        if access_log is not None and self.log and self.head is not None:
+            # Refusals are logged like nginx logs its own 403/404/429s: an
+            # operator looking for rate-limited clients finds them here.
+            self.body_size = 0 if self.head_only else len(data) - data.find(b"\r\n\r\n") - 4
+            access_log.log(self)
         down.exchange_done(self, keep_alive)
 
     def on_body(self, data: bytes) -> None:
@@ -830,3 +915,29 @@ class LocalResponse:
         if not self.finished:
             self.status = status
         self.close = True
+
+    def log_fields(self) -> dict[str, object]:
+        """Fields for the access log (only called when there is a head)."""
+        down = self.down
+        head = self.head
+        assert head is not None
+        return {
+            "time": time.time(),
+            "time_local": down.ctx.clock.log_time,
+            "remote_addr": down.client_ip.decode(),
+            "listener": down.ctx.name,
+            "request": b"%s %s HTTP/%s" % (head.method, head.target, head.version.encode()),
+            "method": head.method,
+            "uri": head.target,
+            "status": self.status,
+            "body_bytes_sent": self.body_size,
+            "request_length": 0,
+            "request_time": 0.0,
+            "upstream": "",
+            "upstream_addr": "",
+            "upstream_response_time": None,
+            "referer": head.field(b"referer") or b"",
+            "user_agent": head.field(b"user-agent") or b"",
+            "request_id": head.request_id or b"",
+            "tls": down.tls_version,
+        }

@@ -37,13 +37,13 @@ import httptools
 from phoenix_lb.deadline import Deadline
 from phoenix_lb.http.path import normalize_path
 from phoenix_lb.http.proxy_protocol import ProxyProtocolError, parse_proxy_header
-from phoenix_lb.http.request import RequestError, RequestHead, RequestHeadBuilder
+from phoenix_lb.http.request import RequestError, RequestHeadBuilder
+from phoenix_lb.server.admission import admit
 from phoenix_lb.server.downstream import Downstream
 from phoenix_lb.server.exchange import Exchange, LocalResponse
 
 if TYPE_CHECKING:
     from phoenix_lb.server.context import ListenerContext
-    from phoenix_lb.server.route import Route
 
 # Write buffer high-water mark: above it the upstream read side is paused,
 # so a slow client costs at most this much buffered response per connection.
@@ -157,6 +157,10 @@ class H1Connection(Downstream):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         self.peer_ip = self.client_ip = peer[0].encode() if peer else b"unix"
+        if self.ctx.tls:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.tls_version = str(ssl_object.version() or "")
         ctx = self.ctx
         ctx.connections.add(self)
         ctx.accepted += 1
@@ -303,6 +307,7 @@ class H1Connection(Downstream):
             # Refused before reading the body (a client using
             # Expect: 100-continue never sends it).
             responder = LocalResponse(self, 413, close=True, body_done=False)
+            responder.head = head
         else:
             router = ctx.router
             route = router.catch_all
@@ -321,17 +326,22 @@ class H1Connection(Downstream):
                     head_only=head.method == b"HEAD",
                     body_done=not head.has_body,
                 )
-            elif route.plain and ctx.realip is None:
-                responder = Exchange(self, head, route.group, self.client_ip)
+                responder.head = head
             else:
-                responder = self._admit(head, route)
+                responder = Exchange(self, head, route.group, self.client_ip)
+                if not route.log:
+                    responder.log = False
+                if not route.plain or ctx.realip is not None:
+                    # Decided when the request's turn comes (_begin): a
+                    # client's own pipelined requests must not compete for
+                    # its concurrency slots or spend its rate ahead of time.
+                    responder.route = route
         if upgrade is not None and isinstance(responder, Exchange):
             responder.upgrade = upgrade
             responder.keep_alive = False
         self._parsing = responder
         if self._active is None:
-            self._active = responder
-            responder.start()
+            self._begin(responder)
         else:
             if self._queue is None:
                 self._queue = deque()
@@ -353,69 +363,25 @@ class H1Connection(Downstream):
                 # Waiting for the response: the upstream's deadlines rule.
                 self.deadline.clear()
 
-    def _admit(self, head: RequestHead, route: Route) -> _Responder:
-        """Real client address, then access rules, concurrency and rate limits."""
-        ctx = self.ctx
-        ip = self.client_ip
-        realip = ctx.realip
-        if realip is not None and not ctx.proxy_protocol:
-            name = realip.header_name
-            if name == b"x-forwarded-for":
-                value = head.xff
-            elif name == b"x-real-ip":
-                value = head.x_real_ip
-            elif name is None:
-                value = None
-            else:
-                value = head.field(name)
-            ip = realip.client_ip(self.peer_ip, value)
-        body_done = not head.has_body
-        head_only = head.method == b"HEAD"
-        access = route.access
-        if access is not None and not access.allowed(ip):
-            return LocalResponse(
-                self, 403, close=not head.keep_alive, head_only=head_only, body_done=body_done
-            )
-        conn = route.conn_limit
-        if conn is not None and not conn.acquire(ip):
-            ctx.limited[conn.zone.name + "\0conn"] = (
-                ctx.limited.get(conn.zone.name + "\0conn", 0) + 1
-            )
-            return LocalResponse(
-                self,
-                route.conn_status,
-                close=not head.keep_alive,
-                head_only=head_only,
-                body_done=body_done,
-                extra=b"Retry-After: 1\r\n",
-            )
-        delay = 0.0
-        rate = route.rate_limit
-        if rate is not None:
-            now = ctx.now()
-            delay = rate.check(ip, now)
-            if delay < 0.0:
-                if conn is not None:
-                    conn.release(ip)
-                key = rate.zone.name + "\0rate"
-                ctx.limited[key] = ctx.limited.get(key, 0) + 1
-                return LocalResponse(
-                    self,
-                    route.rate_status,
-                    close=not head.keep_alive,
-                    head_only=head_only,
-                    body_done=body_done,
-                    extra=b"Retry-After: %d\r\n" % rate.retry_after(ip, now),
-                )
-        exchange = Exchange(self, head, route.group, ip)
-        if conn is not None:
-            exchange.conn_limit = conn
-        if delay > 0.0:
-            assert rate is not None
-            key = rate.zone.name + "\0delayed"
-            ctx.limited[key] = ctx.limited.get(key, 0) + 1
-            exchange.delay = delay
-        return exchange
+    def _begin(self, responder: _Responder) -> None:
+        """Start ``responder`` (its turn has come), after its route's admission."""
+        if isinstance(responder, Exchange):
+            route = responder.route
+            if route is not None:
+                responder.route = None
+                refusal = admit(responder, route)
+                if refusal is not None:
+                    # Refused: the body (if any) is read and dropped.
+                    refusal.body_done = responder.body_done
+                    refusal.head = responder.head
+                    refusal.log = responder.log
+                    if self._parsing is responder:
+                        self._parsing = refusal
+                    self._active = refusal
+                    refusal.start()
+                    return
+        self._active = responder
+        responder.start()
 
     def _proxy_header(self, data: bytes) -> bytes:
         """Consume the PROXY protocol header; the bytes after it, or b"" (need more/closed)."""
@@ -489,10 +455,9 @@ class H1Connection(Downstream):
         queue = self._queue
         if queue:
             following = queue.popleft()
-            self._active = following
             if not queue:
                 self.resume_reading(_PIPELINE)
-            following.start()
+            self._begin(following)
             return
         if self._phase == _IDLE:
             self.deadline.set_after(self.ctx.keepalive_timeout)

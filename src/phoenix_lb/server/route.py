@@ -15,7 +15,15 @@ from phoenix_lb.upstream.group import UpstreamGroup
 class Route:
     """A route's upstream group and its admission decisions (each may be None)."""
 
-    __slots__ = ("access", "conn_limit", "conn_status", "group", "rate_limit", "rate_status")
+    __slots__ = (
+        "access",
+        "conn_limit",
+        "conn_status",
+        "group",
+        "log",
+        "rate_limit",
+        "rate_status",
+    )
 
     def __init__(
         self,
@@ -26,8 +34,11 @@ class Route:
         rate_status: int = 429,
         conn_limit: ConnLimit | None = None,
         conn_status: int = 429,
+        log: bool = True,
     ) -> None:
         self.group = group
+        #: False: requests here are not written to the access log
+        self.log = log
         self.access = access
         self.rate_limit = rate_limit
         self.rate_status = rate_status

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import random
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from phoenix_lb.accesslog import AccessLog, open_access_log
 from phoenix_lb.balancing import BalancerOptions
 from phoenix_lb.clock import HttpClock
 from phoenix_lb.config.schema import (
+    AccessLogConfig,
     ListenerConfig,
     PhoenixConfig,
     RouteConfig,
@@ -49,13 +51,19 @@ from phoenix_lb.limits import (
     entries_for_zone_size,
     parse_rate,
 )
+from phoenix_lb.logsetup import listener_error_log
 from phoenix_lb.realip import RealIp
 from phoenix_lb.server.context import ListenerContext
 from phoenix_lb.server.h1 import H1Connection
+from phoenix_lb.server.h2 import AlpnDispatch
+from phoenix_lb.server.redirect import RedirectConnection
+from phoenix_lb.server.requestid import RequestIds
 from phoenix_lb.server.route import Route
 from phoenix_lb.server.router import Router
 from phoenix_lb.server.sockets import listen_socket
+from phoenix_lb.stats import merge_tree
 from phoenix_lb.sticky import StickyCookie, StickyTable
+from phoenix_lb.tls import TlsContexts, handshake_error_reason
 from phoenix_lb.upstream.group import (
     HASH_COOKIE,
     HASH_HEADER,
@@ -129,22 +137,40 @@ class Runtime:
         self.listeners: list[BoundListener] = []
         self.config = config
         self.access_log: AccessLog | None = None
+        #: open access logs by (path, format): listeners sharing one share it
+        self._logs: dict[tuple[str, str], AccessLog] = {}
+        self.request_ids = RequestIds()
         self.groups: dict[str, UpstreamGroup] = {}
         #: retired groups whose connections may still finish
         self._old_groups: list[dict[str, UpstreamGroup]] = []
+        #: final counters of retired contexts (by listener) and groups
+        self._carried_listeners: dict[str, dict[str, Any]] = {}
+        self._carried_upstreams: dict[str, Any] = {}
         self._rng = random.Random()
         self._stopping = False
         self._capacity = asyncio.Event()
         self._capacity.set()
         self._connections = 0
         self._last_state: dict[str, dict[str, dict[str, Any]]] = {}
+        #: SSL contexts of the TLS listeners, kept across reloads while their
+        #: settings and files are unchanged (sessions and tickets stay valid)
+        self.tls = TlsContexts()
+        self._ssl_contexts: dict[str, ssl.SSLContext] = {}
+        #: TLS handshakes in progress: a task each, so the accept loop never waits
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._configure(config)
 
     # -- building ------------------------------------------------------------
 
     def _configure(self, config: PhoenixConfig) -> None:
         self.config = config
-        self.access_log = open_access_log(config.access_log.path, config.access_log.format)
+        previous = self._logs
+        self._logs = {}
+        self.access_log = self._log(config.access_log, previous)
+        for listener in config.listeners:
+            if listener.access_log is not None:
+                self._log(listener.access_log, previous)
+        self._stale_logs = [log for key, log in previous.items() if key not in self._logs]
         self.groups = self._build_groups(config)
         self.worker_connections = config.worker_connections
         self.realip = (
@@ -153,6 +179,20 @@ class Runtime:
             else None
         )
         self._build_zones(config)
+
+    def _log(
+        self, config: AccessLogConfig, previous: dict[tuple[str, str], AccessLog]
+    ) -> AccessLog | None:
+        if config.format == "off":
+            return None
+        key = (config.path, config.format)
+        existing = self._logs.get(key) or previous.get(key)
+        if existing is None:
+            existing = open_access_log(config.path, config.format)
+            if existing is None:
+                return None
+        self._logs[key] = existing
+        return existing
 
     def _build_zones(self, config: PhoenixConfig) -> None:
         rate: dict[str, RateLimitZone] = {}
@@ -284,27 +324,47 @@ class Runtime:
             rate_status=rate_status,
             conn_limit=conn,
             conn_status=conn_status,
+            log=route.access_log,
         )
 
     def _context(self, index: int, listener: ListenerConfig) -> ListenerContext:
         routes = [(route.path, self._route(route)) for route in listener.routes]
-        tls = getattr(listener, "tls", None) is not None
-        return ListenerContext(
+        tls = listener.tls is not None
+        context = ListenerContext(
             name=listener.name,
             loop=self.loop,
             router=Router(routes),
             timeouts=self.config.timeouts,
             limits=self.config.limits,
             clock=self.clock,
-            access_log=self.access_log,
+            access_log=(
+                self._logs.get((listener.access_log.path, listener.access_log.format))
+                if listener.access_log is not None
+                else self.access_log
+            ),
+            scheme=b"https" if tls else b"http",
             server_name=listener.server_name,
-            logger=log,
+            logger=(
+                log
+                if listener.error_log is None
+                else listener_error_log(listener.name, listener.error_log)
+            ),
             index=index,
             realip=self.realip,
             proxy_protocol=listener.proxy_protocol,
             security_headers=security_header_lines(listener.security_headers, tls),
             tls=tls,
+            request_ids=self.request_ids if listener.request_id else None,
         )
+        if listener.tls is not None:
+            context.ssl_context = self._ssl_contexts[listener.name]
+            context.tls_handshake_timeout = listener.tls.handshake_timeout
+            # HTTP/2 by ALPN (tls.py offers h2): AlpnDispatch picks the protocol.
+            context.http2 = listener.http2
+            context.http2_max_streams = listener.http2_max_concurrent_streams
+        if listener.redirect_https and listener.server_name:
+            context.redirect_to = b"https://" + listener.server_name.encode("idna")
+        return context
 
     # -- running -------------------------------------------------------------
 
@@ -336,6 +396,7 @@ class Runtime:
         """Open (or adopt) every listener's sockets and start accepting."""
         if resolve:
             await self.resolve()
+        self._ssl_contexts = self.tls.prepare(self.config)
         for index, listener in enumerate(self.config.listeners):
             bound = BoundListener(listener.name, self._context(index, listener))
             self.listeners.append(bound)
@@ -377,6 +438,14 @@ class Runtime:
                 await asyncio.sleep(0.1)
                 continue
             context = bound.context
+            ssl_context = context.ssl_context
+            if ssl_context is not None:
+                # A handshake takes a round trip or more (up to its timeout
+                # for a client that sends nothing): never in this loop.
+                task = loop.create_task(self._handshake(context, ssl_context, conn))
+                self._handshakes.add(task)
+                task.add_done_callback(self._handshakes.discard)
+                continue
             try:
                 await loop.connect_accepted_socket(
                     lambda ctx=context: self._new_connection(ctx),  # type: ignore[misc]
@@ -386,8 +455,62 @@ class Runtime:
                 conn.close()
                 log.debug("listener %s: connection setup failed: %s", bound.name, exc)
 
-    def _new_connection(self, context: ListenerContext) -> H1Connection:
+    async def _handshake(
+        self, context: ListenerContext, ssl_context: ssl.SSLContext, conn: socket.socket
+    ) -> None:
+        """Run one TLS handshake and count it on the listener context."""
+        loop = self.loop
+        started = loop.time()
+        made: list[asyncio.Protocol] = []
+
+        def factory() -> asyncio.Protocol:
+            # Called before the handshake: a connection in handshake holds a
+            # worker_connections slot like any other.
+            protocol = self._new_connection(context)
+            made.append(protocol)
+            return protocol
+
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                factory,
+                conn,
+                ssl=ssl_context,
+                ssl_handshake_timeout=context.tls_handshake_timeout,
+            )
+        except BaseException as exc:
+            # The protocol never saw connection_made, so it will never see
+            # connection_lost: give its slot back here.
+            if made and getattr(made[0], "transport", None) is None:
+                self._connection_closed()
+            if conn.fileno() >= 0 and not made:
+                conn.close()
+            if not isinstance(exc, Exception):
+                raise  # cancelled (stopping)
+            reason = handshake_error_reason(exc)
+            errors = context.tls_handshake_errors
+            errors[reason] = errors.get(reason, 0) + 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("listener %s: TLS handshake failed (%s): %s", context.name, reason, exc)
+            return
+        context.tls_handshake_time.observe(loop.time() - started)
+        context.tls_handshakes += 1
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            version = ssl_object.version() or "unknown"
+            context.tls_versions[version] = context.tls_versions.get(version, 0) + 1
+            if ssl_object.session_reused:
+                context.tls_resumed += 1
+                resumed = context.tls_resumed_versions
+                resumed[version] = resumed.get(version, 0) + 1
+
+    def _new_connection(self, context: ListenerContext) -> asyncio.Protocol:
         self._connections += 1
+        if context.redirect_to is not None:
+            return RedirectConnection(context, self._connection_closed)
+        if context.http2:
+            # Made before the TLS handshake; becomes H2Connection or
+            # H1Connection once ALPN has chosen.
+            return AlpnDispatch(context, self._connection_closed)
         return H1Connection(context, self._connection_closed)
 
     def _connection_closed(self) -> None:
@@ -422,8 +545,11 @@ class Runtime:
                 raise ValueError("listener addresses changed: workers must be replaced")
         else:
             self._check_bindable(wanted)
+        # Certificates are re-read here; a bad one refuses the reload before
+        # anything changes.
+        self._ssl_contexts = self.tls.prepare(config)
         old_groups = self.groups
-        old_log = self.access_log
+        old_log = None
         old_config = self.config
         self._configure(config)
         _apply(self.groups, self._last_state, self.loop.time())
@@ -489,116 +615,86 @@ class Runtime:
         for group in groups.values():
             for server in group.servers:
                 server.pool.close()
+        gone = {
+            bound.name: [ctx for ctx in bound.retired if not ctx.connections]
+            for bound in self.listeners
+        }
         for bound in self.listeners:
             bound.retired = [ctx for ctx in bound.retired if ctx.connections]
         if groups in self._old_groups:
             self._old_groups.remove(groups)
-        if access_log is not None and access_log is not self.access_log:
-            access_log.close()
+            self._carry(gone, groups)
+        else:
+            self._carry(gone, None)
+        for stale in self._stale_logs:
+            stale.close()
+        self._stale_logs = []
 
     def reopen_logs(self) -> None:
-        """SIGUSR1: reopen the access log file (after logrotate moved it)."""
-        if self.access_log is not None:
-            self.access_log.reopen()
+        """SIGUSR1: reopen the log files (after logrotate moved them)."""
+        for access_log in self._logs.values():
+            access_log.reopen()
+        for listener in self.config.listeners:
+            if listener.error_log is not None:
+                listener_error_log(listener.name, listener.error_log)
 
     # -- stats ---------------------------------------------------------------
 
     def stats_snapshot(self) -> dict[str, Any]:
-        """Counters of this process as plain JSON-able data (admin/metrics.py sums them)."""
+        """Counters of this process as plain JSON-able data (admin/metrics.py sums them).
+
+        Counters of contexts and groups that reloads retired are carried,
+        so that totals never go backwards (nginx keeps its counters in
+        shared memory across reloads too).
+        """
         listeners = []
         for bound in self.listeners:
-            reading = writing = waiting = 0
-            accepted = requests = bytes_in = bytes_out = 0
-            local_counts: list[int] = []
-            local_durations: list[float] = []
-            limited: dict[str, int] = {}
-            for ctx in bound.all_contexts():
-                for conn in ctx.connections:
-                    state = conn.stub_state()
-                    if state == 0:
-                        reading += 1
-                    elif state == 1:
-                        writing += 1
-                    else:
-                        waiting += 1
-                accepted += ctx.accepted
-                requests += ctx.requests
-                bytes_in += ctx.bytes_in
-                bytes_out += ctx.bytes_out
-                local_counts = _add(local_counts, ctx.local_counts)
-                for key, count in ctx.limited.items():
-                    limited[key] = limited.get(key, 0) + count
-                local_durations = _add_f(local_durations, ctx.local_durations.to_wire())
-            listeners.append(
-                {
-                    "name": bound.name,
-                    "reading": reading,
-                    "writing": writing,
-                    "waiting": waiting,
-                    "accepted": accepted,
-                    "requests": requests,
-                    "bytes_in": bytes_in,
-                    "bytes_out": bytes_out,
-                    "local_counts": local_counts,
-                    "local_durations": local_durations,
-                    "limited": limited,
-                }
-            )
-        upstreams: dict[str, Any] = {}
-        for groups in [self.groups, *self._old_groups]:
-            for name, group in groups.items():
-                entry = upstreams.setdefault(
-                    name,
-                    {"counts": [], "durations": [], "retries": {}, "waiting": 0, "servers": {}},
-                )
-                entry["counts"] = _add(entry["counts"], group.counts)
-                durations = entry["durations"]
-                for li, hist in enumerate(group.durations):
-                    wire = hist.to_wire()
-                    if li < len(durations):
-                        durations[li] = _add_f(durations[li], wire)
-                    else:
-                        durations.append(wire)
-                for reason, count in group.retries.items():
-                    entry["retries"][reason] = entry["retries"].get(reason, 0) + count
-                for server in group.servers:
-                    pool = server.pool
-                    entry["waiting"] += pool.connecting
-                    item = entry["servers"].setdefault(
-                        server.address,
-                        {
-                            "counts": [],
-                            "response_time": [],
-                            "in_flight": 0,
-                            "idle": 0,
-                            "requests": 0,
-                            "failures": 0,
-                            "ejections": 0,
-                            "opened": 0,
-                        },
-                    )
-                    item["counts"] = _add(item["counts"], server.counts)
-                    item["response_time"] = _add_f(
-                        item["response_time"], server.response_time.to_wire()
-                    )
-                    item["in_flight"] += server.in_flight
-                    item["idle"] += len(pool.idle)
-                    item["requests"] += server.requests
-                    item["failures"] += server.failures
-                    item["ejections"] += server.ejections
-                    item["opened"] += pool.opened
+            entry = _listener_stats(bound.name, bound.all_contexts())
+            carried = self._carried_listeners.get(bound.name)
+            if carried is not None:
+                merge_tree(entry, carried)
+            listeners.append(entry)
+        upstreams = _upstream_stats([self.groups, *self._old_groups])
+        for name, carried in self._carried_upstreams.items():
+            if name in upstreams:
+                merge_tree(upstreams[name], carried)
         return {"listeners": listeners, "upstreams": upstreams, "connections": self._connections}
+
+    def _carry(
+        self, contexts: dict[str, list[ListenerContext]], groups: dict[str, UpstreamGroup] | None
+    ) -> None:
+        """Keep the final counters of retired contexts and groups."""
+        for name, gone in contexts.items():
+            if gone:
+                entry = _listener_stats(name, gone)
+                previous = self._carried_listeners.get(name)
+                self._carried_listeners[name] = (
+                    entry if previous is None else merge_tree(previous, entry)
+                )
+        if groups is not None:
+            merge_tree(self._carried_upstreams, _upstream_stats([groups]))
 
     # -- stopping ------------------------------------------------------------
 
     def stop_accepting(self) -> None:
-        """Stop taking new connections (the sockets stay open if they were given)."""
+        """Stop taking new connections and close the listening sockets.
+
+        Closed at once, as nginx does: a socket left open while requests
+        drain would let the kernel complete handshakes nobody accepts, and
+        new clients would hang instead of being refused (and retried
+        elsewhere by whatever is in front).  A worker closes its own copies;
+        the master closes its copies when it tells the workers to stop.
+        """
         self._stopping = True
         self._capacity.set()
         for bound in self.listeners:
             for task in bound.tasks:
                 task.cancel()
             bound.tasks = []
+            for sock in bound.sockets:
+                sock.close()
+        for handshake in list(self._handshakes):
+            handshake.cancel()
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
@@ -613,17 +709,13 @@ class Runtime:
         for ctx in contexts:
             for conn in list(ctx.connections):
                 conn.abort()
-        if self._given_sockets is None:
-            for bound in self.listeners:
-                for sock in bound.sockets:
-                    sock.close()
         for groups in [self.groups, *self._old_groups]:
             for group in groups.values():
                 for member in group.servers:
                     member.pool.close()
         self.clock.stop()
-        if self.access_log is not None:
-            self.access_log.close()
+        for access_log in self._logs.values():
+            access_log.close()
 
 
 def security_header_lines(config: SecurityHeadersConfig | None, tls: bool) -> bytes:
@@ -678,3 +770,111 @@ def _add_f(into: list[float], other: list[float]) -> list[float]:
     if not into:
         return list(other)
     return [a + b for a, b in zip(into, other, strict=False)]
+
+
+def _listener_stats(name: str, contexts: list[ListenerContext]) -> dict[str, Any]:
+    """One listener's counters over ``contexts`` (the current one and retired ones)."""
+    reading = writing = waiting = 0
+    accepted = requests = bytes_in = bytes_out = 0
+    local_counts: list[int] = []
+    local_durations: list[float] = []
+    limited: dict[str, int] = {}
+    handshakes = resumed = 0
+    tls_versions: dict[str, int] = {}
+    tls_resumed: dict[str, int] = {}
+    tls_errors: dict[str, int] = {}
+    tls_time: list[float] = []
+    for ctx in contexts:
+        for conn in ctx.connections:
+            state = conn.stub_state()
+            if state == 0:
+                reading += 1
+            elif state == 1:
+                writing += 1
+            else:
+                waiting += 1
+        accepted += ctx.accepted
+        requests += ctx.requests
+        bytes_in += ctx.bytes_in
+        bytes_out += ctx.bytes_out
+        local_counts = _add(local_counts, ctx.local_counts)
+        for key, count in ctx.limited.items():
+            limited[key] = limited.get(key, 0) + count
+        local_durations = _add_f(local_durations, ctx.local_durations.to_wire())
+        if ctx.ssl_context is not None:
+            handshakes += ctx.tls_handshakes
+            resumed += ctx.tls_resumed
+            for key, count in ctx.tls_versions.items():
+                tls_versions[key] = tls_versions.get(key, 0) + count
+            for key, count in ctx.tls_resumed_versions.items():
+                tls_resumed[key] = tls_resumed.get(key, 0) + count
+            for key, count in ctx.tls_handshake_errors.items():
+                tls_errors[key] = tls_errors.get(key, 0) + count
+            tls_time = _add_f(tls_time, ctx.tls_handshake_time.to_wire())
+    return {
+        "name": name,
+        "reading": reading,
+        "writing": writing,
+        "waiting": waiting,
+        "accepted": accepted,
+        "requests": requests,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "local_counts": local_counts,
+        "local_durations": local_durations,
+        "limited": limited,
+        "tls_handshakes": handshakes,
+        "tls_resumed": resumed,
+        "tls_versions": tls_versions,
+        "tls_resumed_versions": tls_resumed,
+        "tls_handshake_errors": tls_errors,
+        "tls_handshake_time": tls_time,
+    }
+
+
+def _upstream_stats(groups_list: list[dict[str, UpstreamGroup]]) -> dict[str, Any]:
+    """Counters per upstream over ``groups_list`` (the current groups and retired ones)."""
+    upstreams: dict[str, Any] = {}
+    for groups in groups_list:
+        for name, group in groups.items():
+            entry = upstreams.setdefault(
+                name,
+                {"counts": [], "durations": [], "retries": {}, "waiting": 0, "servers": {}},
+            )
+            entry["counts"] = _add(entry["counts"], group.counts)
+            durations = entry["durations"]
+            for li, hist in enumerate(group.durations):
+                wire = hist.to_wire()
+                if li < len(durations):
+                    durations[li] = _add_f(durations[li], wire)
+                else:
+                    durations.append(wire)
+            for reason, count in group.retries.items():
+                entry["retries"][reason] = entry["retries"].get(reason, 0) + count
+            for server in group.servers:
+                pool = server.pool
+                entry["waiting"] += pool.connecting
+                item = entry["servers"].setdefault(
+                    server.address,
+                    {
+                        "counts": [],
+                        "response_time": [],
+                        "in_flight": 0,
+                        "idle": 0,
+                        "requests": 0,
+                        "failures": 0,
+                        "ejections": 0,
+                        "opened": 0,
+                    },
+                )
+                item["counts"] = _add(item["counts"], server.counts)
+                item["response_time"] = _add_f(
+                    item["response_time"], server.response_time.to_wire()
+                )
+                item["in_flight"] += server.in_flight
+                item["idle"] += len(pool.idle)
+                item["requests"] += server.requests
+                item["failures"] += server.failures
+                item["ejections"] += server.ejections
+                item["opened"] += pool.opened
+    return upstreams
