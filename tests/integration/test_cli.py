@@ -91,12 +91,28 @@ def test_check_good_config(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
-def test_check_examples() -> None:
+def test_check_examples(tmp_path: Path) -> None:
+    from tests.support.certs import TestCA
+
     examples = Path(__file__).resolve().parents[2] / "examples"
-    for name in ("minimal.yaml", "phoenix.yaml"):
-        result = _run("check", "-c", str(examples / name))
-        assert result.returncode == 0, (name, result.stderr)
-        assert "configuration ok" in result.stdout
+    result = _run("check", "-c", str(examples / "minimal.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "configuration ok" in result.stdout
+    # The seed design names /etc/phoenix-lb/ssl files: as shipped, check
+    # reports exactly those, by key path; with them in place it passes.
+    shipped = examples / "phoenix.yaml"
+    result = _run("check", "-c", str(shipped))
+    assert result.returncode == 1
+    assert f"{shipped}: listeners[1].tls.certificates[0].cert: " in result.stderr, result.stderr
+    files = TestCA(tmp_path).issue("phoenix-orch.example.com", stem="phoenix-orch")
+    text = (
+        shipped.read_text()
+        .replace("/etc/phoenix-lb/ssl/phoenix-orch.crt", str(files.cert))
+        .replace("/etc/phoenix-lb/ssl/phoenix-orch.key", str(files.key))
+    )
+    result = _run("check", "-c", str(_write(tmp_path, "phoenix.yaml", text)))
+    assert result.returncode == 0, result.stderr
+    assert "configuration ok" in result.stdout
 
 
 def test_check_bad_port_names_file_key_path_and_reason(tmp_path: Path) -> None:

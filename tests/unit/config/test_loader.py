@@ -111,6 +111,34 @@ def test_phoenix_example_follows_the_seed_design() -> None:
     assert all((s.max_fails, s.fail_timeout) == (3, 30.0) for s in upstream.servers)
     t = config.timeouts
     assert (t.connect, t.send, t.read, t.keepalive) == (60.0, 60.0, 60.0, 65.0)
+    # 3.1: HTTP redirects to HTTPS; TLS 1.2/1.3, the seed's ciphers and cache.
+    http, https = config.listeners
+    assert http.redirect_https and http.bind == ["0.0.0.0:80", "[::]:80"]
+    assert https.http2 and https.tls is not None
+    assert https.tls.protocols == ["TLSv1.2", "TLSv1.3"]
+    assert https.tls.ciphers == "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
+    assert (https.tls.session_cache, https.tls.session_timeout) == (10 * 1024 * 1024, 600.0)
+    headers = https.security_headers
+    assert headers is not None and headers.x_xss_protection == "1; mode=block"
+    # 4.2 health checks, 4.3 sticky cookie.
+    check = upstream.health_check
+    assert check is not None
+    assert (check.interval, check.timeout, check.rise, check.fall) == (3.0, 1.0, 2, 5)
+    assert check.send == "HEAD /health HTTP/1.0\r\n\r\n"
+    assert upstream.sticky is not None
+    assert (upstream.sticky.cookie, upstream.sticky.expires) == ("SERVERID", 3600.0)
+    assert upstream.sticky.domain == ".phoenix-orch"
+    # 5.2 limits on /, 127.0.0.1 only on /health (not logged) and /metrics.
+    root, health, metrics = https.routes
+    assert root.rate_limit is not None and root.conn_limit is not None
+    assert (root.rate_limit.burst, root.rate_limit.nodelay) == (20, True)
+    assert root.conn_limit.max == 10
+    assert config.rate_limits["api_limit"].rate == "10r/s"
+    assert health.access == [{"allow": "127.0.0.1"}, {"deny": "all"}]
+    assert health.access_log is False
+    assert metrics.access == health.access and metrics.upstream == "orchestrator_metrics"
+    # 6: one node of the keepalived pair.
+    assert config.ha is not None and config.ha.virtual_router_id == 51
 
 
 def test_load_config_reads_a_file(tmp_path: Path) -> None:
