@@ -54,6 +54,7 @@ COMPILED = [
     # class cannot be subclassed by interpreted code).
     "src/phoenix_lb/server/admission.py",
     "src/phoenix_lb/server/h2.py",
+    "src/phoenix_lb/http/hpack_static.py",
     "src/phoenix_lb/server/route.py",
     "src/phoenix_lb/server/router.py",
     "src/phoenix_lb/server/tunnel.py",

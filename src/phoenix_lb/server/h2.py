@@ -82,6 +82,7 @@ from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from phoenix_lb.deadline import Deadline
+from phoenix_lb.http.hpack_static import StaticTableEncoder
 from phoenix_lb.http.request import RequestError, RequestHead, RequestHeadBuilder
 from phoenix_lb.http.response import BODY_LENGTH, BODY_NONE, SERVER_HEADER, ResponseHead
 from phoenix_lb.http.status import reason
@@ -672,6 +673,9 @@ class H2Connection(asyncio.Protocol):
         self.client_ip = b""
         self.tls_version = ""
         self.codec = H2State(config=_CONFIG)
+        # Response heads without h2's pure-Python dynamic table and Huffman
+        # coding (most of a request's CPU otherwise): see hpack_static.py.
+        self.codec.encoder = cast(Any, StaticTableEncoder())
         self.streams: dict[int, H2Stream] = {}
         self.max_streams: int = ctx.http2_max_streams
         #: no new streams: GOAWAY sent (graceful or not) or the connection ends
