@@ -106,3 +106,22 @@ def test_worker_that_cannot_start_says_why_at_once(
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: "cannot start" in process.stderr_text(), 10, "the worker's reason")
     assert process.proc.poll() is None  # the master stays, the other worker serves
+
+
+def test_drain_answers_once_every_worker_has_it(
+    backends: Callable[[int], list[Backend]],
+    run_proxy_subprocess: Callable[..., ProxyProcess],
+    tmp_path: Path,
+) -> None:
+    """`ctl drain && deploy`: no request reaches the server after drain returned."""
+    b0, b1 = backends(2)
+    lb = start_lb(run_proxy_subprocess, tmp_path, make_config([b0.address, b1.address]), workers=2)
+    for round_ in range(3):
+        result = lb.ctl("drain", "app", b0.address)
+        assert result.returncode == 0, result.stderr
+        before = len(b0.requests)
+        for index in range(20):
+            source = "127.0.0.1" if index % 2 else "127.0.0.2"
+            assert get(lb.port, "/", source=source).status == 200
+        assert len(b0.requests) == before, f"round {round_}: the drained server got requests"
+        assert lb.ctl("enable", "app", b0.address).returncode == 0

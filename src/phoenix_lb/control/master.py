@@ -119,6 +119,17 @@ class WorkerPool:
             if worker.channel is not None:
                 worker.channel.send({"op": "state", "state": state})
 
+    async def state_applied(self) -> None:
+        """Wait until every worker has processed the state sent before (a ping:
+        the channel is ordered, so its answer comes after the state)."""
+
+        async def one(worker: Worker) -> None:
+            # A dead worker gets the state when it is restarted.
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await self._request(worker, {"op": "ping"}, STATS_TIMEOUT)
+
+        await asyncio.gather(*(one(w) for w in self.procs))
+
     async def stats(self) -> list[Snapshot]:
         async def one(worker: Worker) -> Snapshot | None:
             try:

@@ -54,6 +54,8 @@ class DataPlane(Protocol):
 
     def apply_state(self, state: dict[str, Any]) -> None: ...
 
+    async def state_applied(self) -> None: ...
+
     async def stats(self) -> list[Snapshot]: ...
 
     async def reload(
@@ -91,6 +93,9 @@ class LocalDataPlane:
     def apply_state(self, state: dict[str, Any]) -> None:
         if self.runtime is not None:
             self.runtime.apply_server_state(state)
+
+    async def state_applied(self) -> None:
+        """Applied synchronously above: nothing to wait for."""
 
     async def stats(self) -> list[Snapshot]:
         return [self.runtime.stats_snapshot()] if self.runtime is not None else []
@@ -523,6 +528,9 @@ class ControlPlane:
             result = self.set_admin_state(upstream, server, state)
         except KeyError as exc:
             return AdminResponse.json({"error": str(exc.args[0])}, 404)
+        # Answer once every worker has it: `ctl drain && deploy` must not
+        # race a request that still reaches the drained server.
+        await self.data_plane.state_applied()
         return AdminResponse.json(result)
 
     async def _h_api_reload(self, request: AdminRequest) -> AdminResponse:

@@ -67,6 +67,8 @@ class WorkerMain:
         elif op == "state":
             if self.runtime is not None:
                 self.runtime.apply_server_state(message["state"])
+        elif op == "ping":
+            self._send({"op": "pong", "id": message.get("id")})
         elif op == "stats":
             data = self.runtime.stats_snapshot() if self.runtime is not None else {}
             self._send({"op": "stats", "id": message.get("id"), "data": data})
