@@ -85,9 +85,7 @@ def test_workers_auto() -> None:
 
 
 # Balancer configs; examples/gslb.yaml is a `phoenix-lb gslb` file (tests/unit/gslb).
-BALANCER_EXAMPLES = sorted(
-    p for p in (ROOT / "examples").glob("*.yaml") if p.name != "gslb.yaml"
-)
+BALANCER_EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.name != "gslb.yaml")
 
 
 @pytest.mark.parametrize("example", BALANCER_EXAMPLES, ids=lambda p: p.name)
