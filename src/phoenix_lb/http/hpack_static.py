@@ -15,7 +15,7 @@ to 0 (RFC 7541 4.2 and 6.3), so the decoder's table stays empty.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from hpack import NeverIndexedHeaderTuple
@@ -83,8 +83,10 @@ class StaticTableEncoder:
         # The peer's limit changed: the next block says "size 0" again.
         self._announce = True
 
-    def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
+    def encode(self, headers: Iterable[Sequence[bytes]], huffman: bool = True) -> bytes:
         """One header block (``huffman`` is accepted and ignored: never used)."""
+        # Sequence, not tuple[bytes, bytes]: compiled, a fixed tuple type would
+        # be unboxed and lose its NeverIndexedHeaderTuple class.
         out = bytearray()
         if self._announce:
             self._announce = False
