@@ -37,6 +37,18 @@ def test_request_id_generated_passed_through_and_returned(backends: Any, proxy: 
     assert all(len(r.header_all("x-request-id")) == 1 for r in b.requests)
 
 
+def test_request_id_echoed_by_the_backend_is_returned_once(backends: Any, proxy: Any) -> None:
+    (b,) = backends(1)
+    p = proxy(make_config([b.address]))
+    with RawClient(p.port) as client:
+        # The backend echoes an id of its own choosing: ours replaces it.
+        response = client.request(
+            "GET", "/headers?X-Request-ID=backend-id", headers=[("X-Request-ID", "abc-123")]
+        )
+    assert response.status == 200
+    assert response.header_all("x-request-id") == ["abc-123"]
+
+
 def test_request_id_off(backends: Any, proxy: Any) -> None:
     (b,) = backends(1)
     config = make_config([b.address])

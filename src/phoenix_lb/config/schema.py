@@ -552,7 +552,8 @@ class ListenerConfig(_Model):
         True,
         description="Give every request an id: the client's X-Request-ID when it is a plain "
         "token (up to 128 letters, digits, '.', '_', '-'), otherwise a generated one; it goes "
-        "to the upstream and back to the client as X-Request-ID and into the access log.",
+        "to the upstream and back to the client as X-Request-ID (replacing one the upstream "
+        "sent) and into the access log.",
     )
     access_log: AccessLogConfig | None = Field(
         None, description="This listener's access log, instead of the top-level one."

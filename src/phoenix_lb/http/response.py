@@ -66,6 +66,7 @@ _TE: Final = 3
 _CONNECTION: Final = 4
 _DATE: Final = 5
 _SECURITY: Final = 6
+_REQUEST_ID: Final = 7
 _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 
 # Status line and our Server header (no final CRLF), per status, built once.
@@ -136,17 +137,26 @@ def _classify(buf: bytes, pos: i64, length: i64) -> int:
         return _SECURITY if _is_name(buf, pos, b"x-content-type-options") else _PLAIN
     if length == 25:
         return _SECURITY if _is_name(buf, pos, b"strict-transport-security") else _PLAIN
+    if length == 12:
+        return _REQUEST_ID if _is_name(buf, pos, b"x-request-id") else _PLAIN
     return _PLAIN
 
 
 def scan_head(
-    status: int, buf: bytes, start: i64, end: i64, strip_security: bool = False
+    status: int,
+    buf: bytes,
+    start: i64,
+    end: i64,
+    strip_security: bool = False,
+    strip_request_id: bool = False,
 ) -> ResponseHead:
     """Classify the header lines ``buf[start:end]`` of an upstream response.
 
     With ``strip_security`` the upstream's own security headers (HSTS,
     X-Frame-Options, X-Content-Type-Options, X-XSS-Protection) are dropped:
     the listener adds its values, replacing rather than duplicating them.
+    ``strip_request_id`` does the same for X-Request-ID (a backend that
+    echoes the id it was sent would otherwise make it appear twice).
 
     ``start`` is the CR of the CRLF that ends the status line and ``end`` the
     CR of the final empty line, so the block reads ``\r\nName: value``...
@@ -167,8 +177,11 @@ def scan_head(
         while line_end < end and buf[line_end] != 13:  # CR
             line_end += 1
         kind = _classify(buf, pos, colon - pos)
-        if kind == _SECURITY and not strip_security:
-            kind = _PLAIN
+        if kind == _SECURITY:
+            if not strip_security:
+                kind = _PLAIN
+        elif kind == _REQUEST_ID:
+            kind = _DROP if strip_request_id else _PLAIN
         if kind != _PLAIN:
             if kind == _DATE:
                 head.has_date = True
@@ -217,13 +230,16 @@ def _drop_named(block: bytes, names: list[bytes]) -> bytes:
 
 
 def analyze_response(
-    status: int, headers: list[tuple[bytes, bytes]], strip_security: bool = False
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    strip_security: bool = False,
+    strip_request_id: bool = False,
 ) -> ResponseHead:
     """Classify a response head given as (name, value) pairs (tests and tools)."""
     block = b"".join([b"\r\n%s: %s" % (name, value) for name, value in headers])
     raw = b"HTTP/1.1 %d X%s\r\n\r\n" % (status, block)
     start = raw.find(b"\r\n")
-    return scan_head(status, raw, start, len(raw) - 4, strip_security)
+    return scan_head(status, raw, start, len(raw) - 4, strip_security, strip_request_id)
 
 
 def body_mode(head: ResponseHead, request_method: bytes, client_version: str) -> int:

@@ -430,6 +430,7 @@ class Exchange:
             now,
             bool(down.ctx.security_headers),
             self.upgrade is not None,
+            self.request_id is not None,
         )
         if down.write_paused:
             conn.transport.pause_reading()  # type: ignore[union-attr]

@@ -94,6 +94,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_interim",
         "_keep_alive",
         "_response",
+        "_strip_request_id",
         "_strip_security",
         "_write",
         "awaiting_response",
@@ -140,6 +141,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_start = 0
         self._head_seen = False
         self._strip_security = False
+        self._strip_request_id = False
         self._head_only = False
         self._body_allowed = True
         self._interim = False
@@ -158,6 +160,7 @@ class UpstreamConnection(asyncio.Protocol):
         now: float,
         strip_security: bool = False,
         upgrade: bool = False,
+        strip_request_id: bool = False,
     ) -> None:
         """Send a request head (and any body bytes already at hand) for ``sink``."""
         self.sink = sink
@@ -168,6 +171,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_start = 0
         self._head_only = head_only
         self._strip_security = strip_security
+        self._strip_request_id = strip_request_id
         self.upgrade_requested = upgrade
         self.awaiting_response = request_complete
         if request_complete:
@@ -314,7 +318,9 @@ class UpstreamConnection(asyncio.Protocol):
                 if not self.upgrade_requested:
                     # Upgrade is forwarded only when asked: a switch is an error.
                     raise ValueError("unexpected 101 Switching Protocols")
-                response = scan_head(status, buf, line_end, end, self._strip_security)
+                response = scan_head(
+                    status, buf, line_end, end, self._strip_security, self._strip_request_id
+                )
                 self._head_seen = True
                 self._buf = b""
                 self._response = response
@@ -325,7 +331,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._interim = True
             self._head_start = end + 4
             return
-        response = scan_head(status, buf, line_end, end, self._strip_security)
+        response = scan_head(
+            status, buf, line_end, end, self._strip_security, self._strip_request_id
+        )
         self._head_seen = True
         self._buf = b""
         self._response = response

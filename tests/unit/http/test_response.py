@@ -147,3 +147,12 @@ def test_upstream_security_headers_replaced_only_when_asked() -> None:
     assert raw.count(b"X-Frame-Options") == 1 and b"DENY" in raw
     assert b"SAMEORIGIN" not in raw and b"Strict-Transport" not in raw
     assert b"X-XSS-Protection" not in raw
+
+
+def test_upstream_request_id_is_dropped_only_when_we_set_ours() -> None:
+    headers = [(b"X-Request-Id", b"theirs"), (b"Content-Length", b"0")]
+    kept = build_client_head(analyze_response(200, headers), BODY_LENGTH, True, "1.1", DATE)
+    assert b"X-Request-Id: theirs" in kept
+    head = analyze_response(200, headers, strip_request_id=True)
+    raw = build_client_head(head, BODY_LENGTH, True, "1.1", DATE, b"X-Request-ID: ours\r\n")
+    assert raw.count(b"X-Request") == 1 and b"ours" in raw
