@@ -264,6 +264,46 @@ def test_invalid_config_on_reload_keeps_serving(tmp_path: Path, backends: Any) -
         assert lb.metrics().value("phoenix_config_last_reload_successful") == 1
 
 
+def test_ctl_rollback_returns_to_the_previous_config(tmp_path: Path, backends: Any) -> None:
+    first, second = backends(2)
+    config = ops_config([first.address], workers=2)
+    with running(tmp_path, config) as lb:
+        refused = ctl(lb, "rollback")
+        assert refused.returncode == 1, refused
+        assert "no previous configuration" in refused.stderr
+
+        moved = copied(config)
+        moved["upstreams"]["app"]["servers"][0]["address"] = second.address
+        lb.reload(moved)
+        assert all(get(lb.port, source=s)[1] == b"b1\n" for s in SOURCES)
+
+        done = ctl(lb, "rollback")
+        assert done.returncode == 0, done.stderr
+        # Every worker runs the first config again, and the file says so, so
+        # that the next reload does not bring the rolled-back one back.
+        assert all(get(lb.port, source=s)[1] == b"b0\n" for s in SOURCES)
+        assert second.address not in lb.config_path.read_text()
+        assert lb.metrics().value("phoenix_config_reloads_total", result="success") == 2
+
+
+def test_ready_is_sent_to_systemd_once_listening(
+    tmp_path: Path, backends: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Type=notify: systemd starts the next unit, and a reload counts as done,
+    # only once READY=1 arrives on $NOTIFY_SOCKET.
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(15)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        config = ops_config(addresses(backends(1)), workers=2)
+        with running(tmp_path, config) as lb:
+            message = sock.recv(4096).decode()
+            assert "READY=1" in message.splitlines()
+            assert f"MAINPID={lb.pid}" in message.splitlines()
+            assert get(lb.port)[0] == 200
+
+
 # ---------------------------------------------------------------- signals
 
 
