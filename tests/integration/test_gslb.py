@@ -236,6 +236,28 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def test_admin_refuses_foreign_host_names(
+    gslb: Callable[..., GslbInstance], regions: tuple[Backend, Backend]
+) -> None:
+    one, two = regions
+    config = make_config(health_url(one), health_url(two))
+    config["admin"]["allowed_hosts"] = ["gslb.example.net"]
+    instance = gslb(config)
+    port = instance.admin_port
+
+    def status_for(host: str) -> int:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            return int(sock.makefile("rb").readline().split()[1])
+
+    # A name that resolves here through DNS rebinding is refused; the names
+    # of the endpoint itself, IP literals and allowed names are served.
+    assert status_for("evil.example") == 421
+    assert status_for(f"localhost:{port}") == 200
+    assert status_for("192.0.2.1:8080") == 200
+    assert status_for("gslb.example.net") == 200
+
+
 # ---------------------------------------------------------------- region preference
 
 

@@ -219,6 +219,21 @@ class AdminConfig(_Model):
     """The GSLB's own HTTP endpoint: Prometheus /metrics and a /health JSON."""
 
     bind: BindAddress = Field(DEFAULT_ADMIN_BIND, description="host:port of the admin endpoint.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the endpoint answers to besides localhost and its bind host "
+        "(IP addresses are always accepted); other names get 421, as on the balancer's "
+        "admin listener (DNS rebinding). host:port, or host alone for any port.",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: list[str]) -> list[str]:
+        from phoenix_lb.admin.origin import parse_allowed_host
+
+        for entry in value:
+            parse_allowed_host(entry)
+        return value
 
 
 class GslbConfig(_Model):

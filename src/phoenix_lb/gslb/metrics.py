@@ -19,12 +19,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from phoenix_lb.admin.origin import AdminHosts, check_request
 from phoenix_lb.config.schema import split_host_port
 from phoenix_lb.gslb.answer import RCODE_NAMES
 from phoenix_lb.gslb.health import RegionMonitor
@@ -44,6 +45,7 @@ _REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    421: "Misdirected Request",
     503: "Service Unavailable",
 }
 
@@ -166,9 +168,11 @@ class Metrics:
 class AdminServer:
     """``/metrics`` and ``/health`` over HTTP/1.1 on the admin bind."""
 
-    def __init__(self, metrics: Metrics, bind: str) -> None:
+    def __init__(self, metrics: Metrics, bind: str, allowed_hosts: Iterable[str] = ()) -> None:
         self.metrics = metrics
         self.bind = bind
+        host, _ = split_host_port(bind, default_host="0.0.0.0", allow_port_zero=True)
+        self.hosts = AdminHosts(host, allowed_hosts)
         self._server: asyncio.Server | None = None
 
     @property
@@ -193,7 +197,7 @@ class AdminServer:
         try:
             async with asyncio.timeout(_READ_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
-            status, content_type, body = self._respond(head)
+            status, content_type, body = self._respond(head, writer.get_extra_info("sockname"))
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
             writer.close()
             return
@@ -211,16 +215,30 @@ class AdminServer:
         finally:
             writer.close()
 
-    def _respond(self, head: bytes) -> tuple[int, str, bytes]:
-        request_line = head.split(b"\r\n", 1)[0].split(b" ")
+    def _respond(self, head: bytes, local: tuple[str, int]) -> tuple[int, str, bytes]:
+        lines = head.decode("latin-1").split("\r\n")
+        request_line = lines[0].split(" ")
         if len(request_line) != 3:
             return 400, "text/plain", b"bad request\n"
-        method, target = request_line[0], request_line[1].split(b"?", 1)[0]
-        if method not in (b"GET", b"HEAD"):
+        method, target, version = request_line[0], request_line[1].split("?", 1)[0], request_line[2]
+        if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"only GET and HEAD\n"
-        if target == b"/metrics":
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if colon:
+                name = name.strip().lower()
+                # A repeated field is joined, so a second Host is malformed, not ignored.
+                value = value.strip()
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        refusal = check_request(
+            self.hosts, local[:2], method, headers, http_version=version.removeprefix("HTTP/")
+        )
+        if refusal is not None:
+            return refusal.status, "text/plain", refusal.reason.encode() + b"\n"
+        if target == "/metrics":
             return 200, CONTENT_TYPE_LATEST, self.metrics.prometheus_text()
-        if target == b"/health":
+        if target == "/health":
             status, body = self.metrics.health()
             return status, "application/json", json.dumps(body, indent=1).encode() + b"\n"
         return 404, "text/plain", b"try /metrics or /health\n"

@@ -574,7 +574,7 @@ class GslbService:
         self.handler = QueryHandler(self.zone, self.monitor, self.stats, self.rng)
         self.listeners = DnsListeners(self.handler, list(config.listen))
         self.metrics = Metrics(self.stats, self.monitor)
-        self.admin = AdminServer(self.metrics, config.admin.bind)
+        self.admin = AdminServer(self.metrics, config.admin.bind, config.admin.allowed_hosts)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
