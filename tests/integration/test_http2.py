@@ -35,7 +35,7 @@ from tests.support import Backend, pattern_sha256
 from tests.support.certs import CertFiles, TestCA
 
 from .conftest import ProxyInstance
-from .edgesupport import secret_file
+from .edgesupport import proxy_v2, secret_file
 from .helpers import assert_nothing_reached, make_config, wait_for
 
 HOST = "localhost"
@@ -77,10 +77,11 @@ class Reply:
 class RawH2:
     """A blocking HTTP/2 client on ``h2`` that sends whatever it is told to."""
 
-    def __init__(self, port: int, ca: TestCA) -> None:
+    def __init__(self, port: int, ca: TestCA, preface: bytes = b"") -> None:
         ctx = ca.client_context()
         ctx.set_alpn_protocols(["h2"])
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        raw.sendall(preface)  # a PROXY protocol header, before the handshake
         self.sock = ctx.wrap_socket(raw, server_hostname=HOST)
         assert self.sock.selected_alpn_protocol() == "h2"
         self.conn = h2.connection.H2Connection(
@@ -304,6 +305,18 @@ def upstream_headers(reply: httpx.Response) -> dict[str, str]:
 
 
 # -- the basics ----------------------------------------------------------------------------
+
+
+def test_proxy_protocol_client_address_reaches_h2_streams(
+    proxy: Callable[[dict[str, Any]], ProxyInstance], backend: Backend, site: CertFiles, ca: TestCA
+) -> None:
+    config = h2_config(backend, site, proxy_protocol=True)
+    config["trusted_proxies"] = ["127.0.0.1/32"]
+    instance = proxy(config)
+    header = proxy_v2("192.0.2.10", "192.0.2.1", 5555, 443)
+    with RawH2(instance.port, ca, preface=header) as client:
+        assert client.get("/echo").status == 200
+    assert backend.requests[-1].header_all("X-Real-IP") == ["192.0.2.10"]
 
 
 def test_get_over_h2_reaches_the_http11_upstream(

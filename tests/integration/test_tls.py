@@ -30,6 +30,7 @@ from tests.support import Backend
 from tests.support.certs import CertFiles, TestCA
 
 from .conftest import ProxyInstance, ProxyProcess
+from .edgesupport import proxy_v1, proxy_v2
 from .helpers import free_port, make_config, phoenix_lb_command, wait_for
 
 NAME = "example.com"
@@ -56,9 +57,12 @@ class TlsClient:
         name: str | None = NAME,
         session: ssl.SSLSession | None = None,
         source: str = "127.0.0.1",
+        preface: bytes = b"",
     ) -> None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
         try:
+            # A PROXY protocol header goes before the handshake, in the clear.
+            raw.sendall(preface)
             self.sock = ctx.wrap_socket(raw, server_hostname=name, session=session)
         except BaseException:
             raw.close()
@@ -794,3 +798,47 @@ def scrape_metrics(admin_port: int) -> str:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as answer:
         return str(answer.read().decode())
+
+
+# -- PROXY protocol in front of TLS ------------------------------------------------------
+
+
+@pytest.fixture
+def proxied_tls(
+    backends: Callable[..., list[Backend]],
+    proxy: Callable[[dict[str, Any]], ProxyInstance],
+    site: CertFiles,
+) -> ProxyInstance:
+    (backend,) = backends(1)
+    config = tls_config(backend, site, listener={"proxy_protocol": True, "http2": True})
+    config["trusted_proxies"] = ["127.0.0.1/32"]
+    return proxy(config)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_proxy_protocol_header_before_the_tls_handshake(
+    proxied_tls: ProxyInstance, ca: TestCA, version: int
+) -> None:
+    # An L4 balancer sends the PROXY header, then passes the client's TLS
+    # bytes through (here in the same segment as the ClientHello).
+    header = (proxy_v1 if version == 1 else proxy_v2)("192.0.2.10", "192.0.2.1", 5555, 443)
+    with TlsClient(proxied_tls.port, ca.client_context(), preface=header) as client:
+        replies = [client.get("/echo"), client.get("/echo")]
+    for reply in replies:
+        assert reply.status == 200
+        fields = json.loads(reply.body)["headers"]
+        assert [v for k, v in fields if k.lower() == "x-real-ip"] == ["192.0.2.10"]
+    context = proxied_tls.runtime.listeners[0].context
+    wait_for(lambda: context.tls_handshakes == 1, what="handshake counted")
+
+
+def test_tls_listener_with_proxy_protocol_refuses_a_connection_without_header(
+    proxied_tls: ProxyInstance, ca: TestCA
+) -> None:
+    started = time.monotonic()
+    # A ClientHello where the header should be: closed at its first byte.
+    with pytest.raises((ssl.SSLError, OSError)):
+        https_get(proxied_tls.port, ca.client_context())
+    assert time.monotonic() - started < 2.0
+    context = proxied_tls.runtime.listeners[0].context
+    assert context.tls_handshakes == 0

@@ -612,10 +612,6 @@ class ListenerConfig(_Model):
             raise ValueError("routes: at least one route is needed (or redirect_https: true)")
         if self.http2 and self.tls is None:
             raise ValueError("http2 needs tls: HTTP/2 is offered by ALPN in the TLS handshake")
-        if self.proxy_protocol and self.tls is not None:
-            # The PROXY header precedes the ClientHello; it has to be read off
-            # the socket before the handshake starts, which is not done yet.
-            raise ValueError("proxy_protocol together with tls is not supported yet")
         return self
 
 

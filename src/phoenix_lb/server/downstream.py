@@ -32,6 +32,7 @@ class Downstream(asyncio.Protocol):
         "deadline",
         "loop",
         "peer_ip",
+        "proxied_ip",
         "tls_version",
         "transport",
         "tunnel",
@@ -46,6 +47,9 @@ class Downstream(asyncio.Protocol):
         self.peer_ip = b""
         #: the client's address: the peer, or what a trusted PROXY header said
         self.client_ip = b""
+        #: a trusted PROXY header's client address read before the TLS
+        #: handshake (server/proxy_preface.py), set before connection_made
+        self.proxied_ip = b""
         #: no more writes: the transport is closed or closing
         self.closing = False
         #: close once the response in progress is complete

@@ -132,7 +132,8 @@ class H1Connection(Downstream):
         self.builder = RequestHeadBuilder(ctx.max_headers, ctx.max_header_bytes)
         self.parser = httptools.HttpRequestParser(_ParserCallbacks(self))
         #: bytes of a PROXY protocol header still incomplete (None: none expected)
-        self._proxy_buf: bytes | None = b"" if ctx.proxy_protocol else None
+        # (On TLS listeners the runtime reads it before the handshake.)
+        self._proxy_buf: bytes | None = b"" if ctx.proxy_protocol and not ctx.tls else None
         #: discarding input before closing, so our last response is not lost
         self.lingering = False
         self._phase = _IDLE
@@ -156,7 +157,8 @@ class H1Connection(Downstream):
         self._writelines = transport.writelines
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
-        self.peer_ip = self.client_ip = peer[0].encode() if peer else b"unix"
+        self.peer_ip = peer[0].encode() if peer else b"unix"
+        self.client_ip = self.proxied_ip or self.peer_ip
         if self.ctx.tls:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:

@@ -654,6 +654,7 @@ class H2Connection(asyncio.Protocol):
         "loop",
         "max_streams",
         "peer_ip",
+        "proxied_ip",
         "reset_total",
         "streams",
         "tls_version",
@@ -671,6 +672,8 @@ class H2Connection(asyncio.Protocol):
         self.held: list[bytes] = []
         self.peer_ip = b""
         self.client_ip = b""
+        #: see Downstream.proxied_ip
+        self.proxied_ip = b""
         self.tls_version = ""
         self.codec = H2State(config=_CONFIG)
         # Response heads without h2's pure-Python dynamic table and Huffman
@@ -700,7 +703,8 @@ class H2Connection(asyncio.Protocol):
         self._write = transport.write
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
-        self.peer_ip = self.client_ip = peer[0].encode() if peer else b"unix"
+        self.peer_ip = peer[0].encode() if peer else b"unix"
+        self.client_ip = self.proxied_ip or self.peer_ip
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.tls_version = str(ssl_object.version() or "")
@@ -1045,24 +1049,27 @@ class H2Connection(asyncio.Protocol):
 class AlpnDispatch(asyncio.Protocol):
     """Stands in during the TLS handshake, then hands over to HTTP/2 or HTTP/1.1 by ALPN."""
 
-    __slots__ = ("_on_close", "chosen", "ctx", "transport")
+    __slots__ = ("_on_close", "chosen", "ctx", "proxied_ip", "transport")
 
     def __init__(self, ctx: ListenerContext, on_close: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
         self._on_close = on_close
         self.transport: asyncio.BaseTransport | None = None
         self.chosen: asyncio.Protocol | None = None
+        #: passed on to the connection ALPN chooses (see Downstream.proxied_ip)
+        self.proxied_ip = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # With ssl=, the transport arrives after the handshake: ALPN is known.
         self.transport = transport
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        chosen: asyncio.Protocol
+        chosen: H2Connection | H1Connection
         if alpn == "h2":
             chosen = H2Connection(self.ctx, self._on_close)
         else:
             chosen = H1Connection(self.ctx, self._on_close)
+        chosen.proxied_ip = self.proxied_ip
         self.chosen = chosen
         transport.set_protocol(chosen)
         chosen.connection_made(transport)

@@ -42,6 +42,7 @@ from phoenix_lb.config.schema import (
     UpstreamConfig,
     split_host_port,
 )
+from phoenix_lb.http.proxy_protocol import ProxyProtocolError
 from phoenix_lb.limits import (
     CONN_STATE_BYTES,
     ConnLimit,
@@ -54,8 +55,10 @@ from phoenix_lb.limits import (
 from phoenix_lb.logsetup import listener_error_log
 from phoenix_lb.realip import RealIp
 from phoenix_lb.server.context import ListenerContext
+from phoenix_lb.server.downstream import Downstream
 from phoenix_lb.server.h1 import H1Connection
 from phoenix_lb.server.h2 import AlpnDispatch
+from phoenix_lb.server.proxy_preface import read_proxy_header
 from phoenix_lb.server.redirect import RedirectConnection
 from phoenix_lb.server.requestid import RequestIds
 from phoenix_lb.server.route import Route
@@ -462,11 +465,21 @@ class Runtime:
         loop = self.loop
         started = loop.time()
         made: list[asyncio.Protocol] = []
+        proxied_ip = b""
+        if context.proxy_protocol:
+            # The PROXY header comes before the ClientHello, in the clear.
+            proxied = await self._proxy_preface(context, conn)
+            if proxied is None:
+                return
+            proxied_ip = proxied
+            started = loop.time()
 
         def factory() -> asyncio.Protocol:
             # Called before the handshake: a connection in handshake holds a
             # worker_connections slot like any other.
             protocol = self._new_connection(context)
+            if proxied_ip and isinstance(protocol, (Downstream, AlpnDispatch)):
+                protocol.proxied_ip = proxied_ip
             made.append(protocol)
             return protocol
 
@@ -502,6 +515,28 @@ class Runtime:
                 context.tls_resumed += 1
                 resumed = context.tls_resumed_versions
                 resumed[version] = resumed.get(version, 0) + 1
+
+    async def _proxy_preface(self, context: ListenerContext, conn: socket.socket) -> bytes | None:
+        """Read the PROXY header of a TLS connection: the client address to use.
+
+        b"" means the peer's own (no address given, or the peer is not a
+        trusted proxy); None that the connection was closed (bad header,
+        timeout).
+        """
+        try:
+            peer = conn.getpeername()[0].encode()
+            async with asyncio.timeout(context.tls_handshake_timeout):
+                info = await read_proxy_header(self.loop, conn)
+        except (ProxyProtocolError, OSError, TimeoutError) as exc:
+            log.info(
+                "listener %s: bad PROXY protocol header: %s", context.name, str(exc) or "timeout"
+            )
+            conn.close()
+            return None
+        realip = context.realip
+        if info is not None and realip is not None and realip.trusted(peer):
+            return info.src_addr
+        return b""
 
     def _new_connection(self, context: ListenerContext) -> asyncio.Protocol:
         self._connections += 1
