@@ -55,7 +55,7 @@ REQUIRED = {
 # Labels that Prometheus or the scrape itself owns.
 RESERVED_LABELS = {"le", "quantile", "job", "instance"}
 UNITS = ("_seconds", "_bytes")
-WORKERS = {"sum", "live sum", "one"}
+WORKERS = {"sum", "live sum", "one", "per worker"}
 
 
 def _documented_labels() -> set[str]:

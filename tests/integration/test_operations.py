@@ -460,6 +460,31 @@ def _request(method: str, path: str, body: bytes = b"") -> bytes:
     return head.encode() + b"\r\n" + body
 
 
+def test_connections_per_worker_show_where_clients_landed(tmp_path: Path, backends: Any) -> None:
+    with running(tmp_path, ops_config(addresses(backends(1)), workers=2)) as lb:
+        opened: list[socket.socket] = []
+        try:
+            # Three keep-alive clients from one address, one from the other.
+            for source in (SOURCES[0], SOURCES[0], SOURCES[0], SOURCES[1]):
+                sock = socket.create_connection(
+                    ("127.0.0.1", lb.port), timeout=5, source_address=(source, 0)
+                )
+                opened.append(sock)
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+            def per_worker() -> list[float]:
+                families = lb.metrics().families
+                (family,) = [f for f in families if f.name == "phoenix_worker_client_connections"]
+                return sorted(sample.value for sample in family.samples)
+
+            # Each address is served by one worker, the two by different ones.
+            wait_for(lambda: per_worker() == [1, 3], 5, "connections counted per worker")
+        finally:
+            for sock in opened:
+                sock.close()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_metrics_match_the_requests_sent(tmp_path: Path, backends: Any, workers: int) -> None:
     servers = backends(2)

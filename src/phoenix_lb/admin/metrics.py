@@ -198,7 +198,17 @@ class SnapshotCollector:
                 idle.add_metric([upstream, address], server.get("idle", 0))
                 ejections.add_metric([upstream, address], server.get("ejections", 0))
 
-        yield from (requests, duration, received, sent, connections, accepted, handled)
+        per_worker = GaugeMetricFamily(
+            "phoenix_worker_client_connections",
+            "Open client connections per worker process (each client address is served by "
+            "one worker: a skew means few client addresses).",
+            labels=["worker"],
+        )
+        by_worker: dict[str, int] = snap.get("worker_connections", {})
+        for worker in sorted(by_worker, key=int):
+            per_worker.add_metric([worker], by_worker[worker])
+
+        yield from (requests, duration, received, sent, connections, accepted, handled, per_worker)
         yield from (listen_queue, response, in_flight, idle, waiting, retries, ejections)
         yield from self._control_metrics()
 

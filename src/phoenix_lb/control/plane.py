@@ -98,7 +98,11 @@ class LocalDataPlane:
         """Applied synchronously above: nothing to wait for."""
 
     async def stats(self) -> list[Snapshot]:
-        return [self.runtime.stats_snapshot()] if self.runtime is not None else []
+        if self.runtime is None:
+            return []
+        snapshot = self.runtime.stats_snapshot()
+        snapshot["worker_connections"] = {"0": snapshot.get("connections", 0)}
+        return [snapshot]
 
     async def reload(
         self, config: PhoenixConfig, state: dict[str, Any], secrets: dict[str, str]

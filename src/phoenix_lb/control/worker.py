@@ -71,6 +71,9 @@ class WorkerMain:
             self._send({"op": "pong", "id": message.get("id")})
         elif op == "stats":
             data = self.runtime.stats_snapshot() if self.runtime is not None else {}
+            # Keyed by worker, so that summing the workers' snapshots keeps
+            # them apart (phoenix_worker_client_connections).
+            data["worker_connections"] = {str(self.index): data.get("connections", 0)}
             self._send({"op": "stats", "id": message.get("id"), "data": data})
         elif op == "reload":
             self._reload(message)
