@@ -59,6 +59,8 @@ class Reply:
     body: bytes = b""
     ended: bool = False
     reset: int | None = None
+    #: DATA frames received (empty ones included)
+    data_frames: int = 0
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -197,6 +199,7 @@ class RawH2:
             reply.status = int(dict(reply.headers)[b":status"])
         elif isinstance(event, h2.events.DataReceived):
             self.replies[event.stream_id].body += event.data
+            self.replies[event.stream_id].data_frames += 1
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
             self.replies[event.stream_id].ended = True
@@ -305,6 +308,16 @@ def upstream_headers(reply: httpx.Response) -> dict[str, str]:
 
 
 # -- the basics ----------------------------------------------------------------------------
+
+
+def test_a_small_response_is_one_headers_and_one_data_frame(
+    h2_proxy: Callable[..., ProxyInstance], ca: TestCA
+) -> None:
+    instance = h2_proxy()
+    with RawH2(instance.port, ca) as client:
+        reply = client.get("/")
+    # END_STREAM rides on the body's DATA frame, not on an empty one after it.
+    assert reply.status == 200 and reply.body == b"b0\n" and reply.data_frames == 1
 
 
 def test_proxy_protocol_client_address_reaches_h2_streams(

@@ -307,7 +307,9 @@ class H2Exchange(Exchange):
             self.stream.send_data(data)
 
     def flush(self) -> None:
-        self.stream.conn.flush()
+        stream = self.stream
+        stream.pump()
+        stream.conn.flush()
 
     def _end_body(self) -> None:
         self.stream.end_response()
@@ -455,11 +457,16 @@ class H2Stream(Downstream):
         return len(frame)
 
     def send_data(self, data: bytes) -> None:
+        """Queue DATA; it goes out at the next pump (the exchange's flush, or the end).
+
+        Not pumped here, so that the last piece of a response read together
+        with its end carries END_STREAM itself instead of an empty DATA
+        frame after it.
+        """
         if self.response_ended or not data:
             return
         self.queue.append(data)
         self.queued += len(data)
-        self.pump()
 
     def end_response(self) -> None:
         """The response is complete: END_STREAM after the queued DATA (and flush)."""
@@ -482,6 +489,7 @@ class H2Stream(Downstream):
         sid = self.stream_id
         queue = self.queue
         sent = False
+        ended = False
         if queue:
             frame = codec.max_outbound_frame_size
             while queue:
@@ -492,7 +500,9 @@ class H2Stream(Downstream):
                 size = min(window, frame)
                 if len(chunk) <= size:
                     queue.popleft()
-                    codec.send_data(sid, chunk)
+                    # The response's last DATA frame carries END_STREAM.
+                    ended = not queue and self.end_pending
+                    codec.send_data(sid, chunk, end_stream=ended)
                     self.queued -= len(chunk)
                 else:
                     queue[0] = chunk[size:]
@@ -511,7 +521,10 @@ class H2Stream(Downstream):
             else:
                 self.deadline.set_after(self.ctx.client_body_timeout)
         self.update_writable()
-        if not queue and self.end_pending:
+        if ended:
+            self.end_pending = False
+            self._ended()
+        elif not queue and self.end_pending:
             self.end_pending = False
             codec.end_stream(sid)
             self._ended()
