@@ -10,7 +10,13 @@ the client's connection (RFC 9112 6):
 * chunked upstream and an HTTP/1.1 client: the body is re-chunked as it
   arrives, so the upstream's Transfer-Encoding line stays true as it is;
 * close-delimited upstream: chunked for HTTP/1.1 clients (their connection
-  stays reusable), close-delimited for HTTP/1.0.
+  stays reusable), close-delimited for HTTP/1.0;
+* any Transfer-Encoding other than one plain ``chunked`` (``gzip``,
+  ``gzip, chunked``, two lines): ``te_invalid``, answered 502 as nginx 1.23+
+  does, since the client could not frame it as relayed.
+
+Fields a Connection header names are dropped too, except the framing
+(Content-Length) and Date: an upstream cannot make a response unframed.
 
 Hop-by-hop headers are dropped (RFC 9110 7.6.1: Connection, Keep-Alive,
 Proxy-Connection, TE, Trailer, Upgrade and every field Connection names),
@@ -68,6 +74,9 @@ _DATE: Final = 5
 _SECURITY: Final = 6
 _REQUEST_ID: Final = 7
 _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade", b""})
+# Never dropped because Connection names them: the response's framing
+# (Content-Length; Transfer-Encoding is handled apart) and its Date.
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding", b"date"})
 
 # Status line and our Server header (no final CRLF), per status, built once.
 _STATUS_SERVER: Final[dict[int, bytes]] = {}
@@ -76,7 +85,16 @@ _STATUS_SERVER: Final[dict[int, bytes]] = {}
 class ResponseHead:
     """An upstream response head, classified."""
 
-    __slots__ = ("chunked", "close", "forward", "has_date", "has_length", "status", "te_line")
+    __slots__ = (
+        "chunked",
+        "close",
+        "forward",
+        "has_date",
+        "has_length",
+        "status",
+        "te_invalid",
+        "te_line",
+    )
 
     def __init__(self, status: int, forward: list[bytes]) -> None:
         self.status = status
@@ -88,6 +106,9 @@ class ResponseHead:
         self.chunked = False
         #: the upstream's own ``\r\nTransfer-Encoding: ...`` line (b"" if none)
         self.te_line = b""
+        #: Transfer-Encoding other than one plain "chunked" (the upstream's
+        #: framing cannot be relayed: 502, like nginx 1.23+)
+        self.te_invalid = False
         #: the upstream said Connection: close
         self.close = False
         self.has_date = False
@@ -193,8 +214,15 @@ def scan_head(
                 pieces.append(buf[keep_from : pos - 2])
                 keep_from = line_end
                 if kind == _TE:
+                    # One "chunked", nothing else: other codings (gzip,
+                    # chunked), or a second line, would reach the client
+                    # with framing it cannot read.
+                    if head.te_line:
+                        head.te_invalid = True
                     head.te_line = buf[pos - 2 : line_end]
-                    head.chunked = buf[colon + 1 : line_end].rstrip().lower().endswith(b"chunked")
+                    head.chunked = buf[colon + 1 : line_end].strip().lower() == b"chunked"
+                    if not head.chunked:
+                        head.te_invalid = True
                 elif kind == _CONNECTION:
                     value = buf[colon + 1 : line_end].strip()
                     if value == b"keep-alive":
@@ -206,7 +234,7 @@ def scan_head(
                             token = token.strip().lower()
                             if token == b"close":
                                 head.close = True
-                            elif token not in _CONNECTION_OPTIONS:
+                            elif token not in _CONNECTION_OPTIONS and token not in _FRAMING:
                                 if nominated is None:
                                     nominated = []
                                 nominated.append(token)
@@ -273,8 +301,7 @@ def build_client_head(
     if first is None:
         first = _STATUS_SERVER[status] = status_line(status) + SERVER_HEADER[:-2]
     if mode == BODY_CHUNKED:
-        # Re-chunked: the upstream's own line if it was chunked (it may list
-        # other codings before chunked, still true), else ours.
+        # Re-chunked: the upstream's own "chunked" line if it had one, else ours.
         framing = head.te_line or b"\r\nTransfer-Encoding: chunked"
     elif mode == BODY_NONE:
         framing = head.te_line  # metadata of a HEAD/304 response

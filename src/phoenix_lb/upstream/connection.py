@@ -235,6 +235,14 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_upstream_switched(data[exc.args[0] :])
             return
         except httptools.HttpParserError as exc:
+            if self._done:
+                # Garbage after a complete response (a Content-Length one
+                # short, a body on a 204): the response stands, the
+                # connection is not reused (nginx: "upstream sent more data
+                # than specified").
+                self._extra = True
+                self._finish(sink)
+                return
             self.sink = None
             self.close()
             sink.on_upstream_invalid(f"invalid response from upstream: {exc}")
@@ -272,13 +280,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = None
         response = self._response
         if (
-            response is not None
+            exc is None
+            and response is not None
             and not self._done
             and self._body_allowed
             and not response.has_length
             and not response.chunked
         ):
-            # A close-delimited body ends here, normally.
+            # A close-delimited body ends here, normally (a reset instead of a
+            # FIN truncates it: the client must see it was cut).
             self._response = None
             sink.on_upstream_done(False)
             return
@@ -334,6 +344,8 @@ class UpstreamConnection(asyncio.Protocol):
         response = scan_head(
             status, buf, line_end, end, self._strip_security, self._strip_request_id
         )
+        if response.te_invalid:
+            raise ValueError("upstream sent an unsupported Transfer-Encoding")
         self._head_seen = True
         self._buf = b""
         self._response = response
@@ -347,6 +359,11 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_upstream_head(response)
 
     def on_body(self, body: bytes) -> None:
+        if self._interim:
+            # llhttp reads a body for 1xx codes it does not know; a 1xx has
+            # none (RFC 9112 6.3), and nothing may reach the client before
+            # the final head.
+            raise ValueError("a 1xx response with a body")
         if self._done:
             # Bytes after a head-only response: the server and we disagree.
             self._extra = True

@@ -1,5 +1,7 @@
 """Response head rules: what the client sees of an upstream response head."""
 
+import pytest
+
 from phoenix_lb.http.response import (
     BODY_CHUNKED,
     BODY_LENGTH,
@@ -77,9 +79,26 @@ def test_date_kept_when_present_added_when_missing() -> None:
 
 
 def test_chunked_upstream_to_http11_client_keeps_its_transfer_encoding() -> None:
-    head, mode, raw = client_head([(b"Transfer-Encoding", b"gzip, chunked")])
+    head, mode, raw = client_head([(b"Transfer-Encoding", b"Chunked")])
     assert head.chunked and not head.has_length and mode == BODY_CHUNKED
-    assert (b"Transfer-Encoding", b"gzip, chunked") in fields(raw)
+    assert not head.te_invalid
+    assert (b"Transfer-Encoding", b"Chunked") in fields(raw)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [(b"Transfer-Encoding", b"gzip")],
+        [(b"Transfer-Encoding", b"gzip, chunked")],
+        [(b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")],
+    ],
+)
+def test_transfer_encoding_other_than_one_chunked_is_invalid(
+    lines: list[tuple[bytes, bytes]],
+) -> None:
+    # Like nginx 1.23+: the exchange answers 502 instead of relaying framing
+    # the client could misread (gzip alone is close-delimited, for example).
+    assert analyze_response(200, lines).te_invalid
 
 
 def test_chunked_upstream_to_http10_client_is_close_delimited() -> None:
