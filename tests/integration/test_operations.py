@@ -619,6 +619,37 @@ def test_nginx_status_parses_as_stub_status(tmp_path: Path, backends: Any) -> No
 # ---------------------------------------------------------------- health, drain, auth
 
 
+def test_reload_that_adds_or_removes_health_checks_settles_server_health(
+    tmp_path: Path, backends: Any
+) -> None:
+    b0, b1 = backends(2)
+    checked = ops_config([b0.address, b1.address])
+    checked["upstreams"]["app"]["health_check"] = {
+        "interval": "100ms",
+        "timeout": "100ms",
+        "rise": 1,
+        "fall": 1,
+    }
+    unchecked = copied(checked)
+    del unchecked["upstreams"]["app"]["health_check"]
+
+    def states() -> dict[str, str]:
+        servers = lb.admin("/api/status").json()["upstreams"][0]["servers"]
+        return {s["address"]: s["state"] for s in servers}
+
+    b1.healthy = False
+    with running(tmp_path, checked) as lb:
+        wait_for(lambda: states()[b1.address] == "down", 5, "b1 marked down")
+        # Checks removed: nothing would ever bring b1 back, so it is up.
+        lb.reload(unchecked)
+        assert states() == {b0.address: "up", b1.address: "up"}
+        # Checks back, with b1 still failing them: down again after one probe.
+        lb.reload(checked)
+        wait_for(lambda: states()[b1.address] == "down", 5, "b1 down again")
+        b1.healthy = True
+        wait_for(lambda: states()[b1.address] == "up", 5, "b1 back up")
+
+
 def test_health_and_drain_through_ctl(tmp_path: Path, backends: Any) -> None:
     b0, b1 = backends(2)
     with running(tmp_path, ops_config([b0.address, b1.address], workers=2)) as lb:

@@ -264,6 +264,28 @@ class ControlPlane:
             self.store.set_health(target.key, state.up, "initial state", self.loop.time())
         self.checker.start()
 
+    def _reconcile_health(self) -> None:
+        """After a reload, make stored health match the checks that now run.
+
+        A server whose upstream lost its health_check is up (nothing would
+        ever bring it back otherwise); one that gained a check takes the
+        checker's state, its initial_state until probes say otherwise.
+        """
+        checked = self.checker.states() if self.checker is not None else {}
+        now = self.loop.time()
+        for key, state in list(self.store.servers.items()):
+            rise_fall = checked.get(key)
+            if rise_fall is None:
+                if not state.healthy:
+                    log.info("server %s of %s: up (no active health check now)", key[1], key[0])
+                    self.store.set_health(key, True, "no active health check", now)
+            elif rise_fall.up != state.healthy:
+                word = "up" if rise_fall.up else "down"
+                log.info(
+                    "server %s of %s: %s (health check settings changed)", key[1], key[0], word
+                )
+                self.store.set_health(key, rise_fall.up, "health check settings changed", now)
+
     def _on_transition(self, target: CheckTarget, transition: Transition) -> None:
         self.store.set_health(target.key, transition.up, transition.reason, self.loop.time())
 
@@ -375,6 +397,7 @@ class ControlPlane:
                 self.checker.update_targets(targets)
             elif targets:
                 self._start_checker(config)
+            self._reconcile_health()
             self.reloads_ok += 1
             self.last_reload_ok = True
             self.last_reload_time = time.time()
