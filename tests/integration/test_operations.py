@@ -650,6 +650,28 @@ def test_reload_that_adds_or_removes_health_checks_settles_server_health(
         wait_for(lambda: states()[b1.address] == "up", 5, "b1 back up")
 
 
+def test_servers_out_by_max_fails_count_as_down(tmp_path: Path) -> None:
+    # Nothing listens on either address: max_fails 1 takes each out for 30s.
+    dead = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    config = ops_config(dead, workers=2)
+    for server in config["upstreams"]["app"]["servers"]:
+        server.update(max_fails=1, fail_timeout="30s")
+    with running(tmp_path, config) as lb:
+        assert lb.admin("/health").status == 200
+        statuses = [get(lb.port, source=SOURCES[0])[0] for _ in range(3)]
+        assert statuses[0] == 502 and statuses[-1] == 503
+        # keepalived and the global tier must see it: the balancer serves
+        # nothing but 503s, whatever active checks (none here) would say.
+        wait_for(lambda: lb.admin("/health").status == 503, 5, "/health to say 503")
+        assert lb.admin("/health").json()["reasons"] == ["upstream app: no server up"]
+        metrics = lb.metrics()
+        for address in dead:
+            assert metrics.value("phoenix_upstream_server_up", server=address) == 0
+            assert metrics.value("phoenix_upstream_server_state", server=address, state="down")
+        servers = lb.admin("/api/status").json()["upstreams"][0]["servers"]
+        assert {s["state"] for s in servers} == {"down"}
+
+
 def test_health_and_drain_through_ctl(tmp_path: Path, backends: Any) -> None:
     b0, b1 = backends(2)
     with running(tmp_path, ops_config([b0.address, b1.address], workers=2)) as lb:

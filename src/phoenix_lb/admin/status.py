@@ -92,6 +92,9 @@ def status_view(plane: ControlPlane, history: list[tuple[float, Snapshot]]) -> d
             served = sum(window)
             hist = _delta(stats.get("response_time", [])[:-1], old.get("response_time", [])[:-1])
             current_state = state.state if state else "unknown"
+            resting = (name, server_config.address) in plane.resting
+            if current_state in ("up", "draining") and resting:
+                current_state = "down"
             if current_state == "up" and getattr(server_config, "backup", False):
                 current_state = "backup"
             servers.append(
@@ -102,8 +105,10 @@ def status_view(plane: ControlPlane, history: list[tuple[float, Snapshot]]) -> d
                     "backup": bool(getattr(server_config, "backup", False)),
                     "state": current_state,
                     "admin": state.admin if state else "enabled",
-                    "healthy": state.healthy if state else True,
-                    "health_reason": state.health_reason if state else "",
+                    "healthy": (state.healthy if state else True) and not resting,
+                    "health_reason": "max_fails reached: out for fail_timeout"
+                    if resting
+                    else (state.health_reason if state else ""),
                     "connect_host": state.connect_host if state else None,
                     "last_check": None
                     if state is None or state.last_check_ok is None

@@ -176,6 +176,9 @@ class ControlPlane:
         self.start_time = time.time()
         self._dead_stats: list[Snapshot] = []
         self._history: list[tuple[float, Snapshot]] = []
+        #: servers that passive failure accounting (max_fails) has out in at
+        #: least one worker, as of the last snapshot
+        self.resting: set[ServerKey] = set()
         self._reload_lock = asyncio.Lock()
         self._check_counts: dict[ServerKey, dict[str, int]] = {}
         self.secrets: dict[str, str] = {}
@@ -321,9 +324,10 @@ class ControlPlane:
         if not self.started:
             reasons.append("not started")
         by_upstream: dict[str, bool] = {name: False for name in self.config.upstreams}
-        for (upstream, _), state in self.store.servers.items():
-            if state.accepting:
-                by_upstream[upstream] = True
+        resting = self.resting
+        for key, state in self.store.servers.items():
+            if state.accepting and key not in resting:
+                by_upstream[key[0]] = True
         for upstream, ok in by_upstream.items():
             if not ok:
                 reasons.append(f"upstream {upstream}: no server up")
@@ -422,7 +426,18 @@ class ControlPlane:
         now = time.monotonic()
         self._history.append((now, total))
         self._history = [(t, s) for t, s in self._history if now - t <= 30.0][-60:]
+        self.resting = {
+            (upstream, address)
+            for upstream, data in total.get("upstreams", {}).items()
+            for address, server in data.get("servers", {}).items()
+            if server.get("resting")
+        }
         return total
+
+    async def recent_snapshot(self, max_age: float = 1.0) -> None:
+        """Refresh the snapshot (and ``resting``) unless one is younger than ``max_age``."""
+        if not self._history or time.monotonic() - self._history[-1][0] > max_age:
+            await self.snapshot()
 
     def note_dead_worker(self, last: Snapshot | None) -> None:
         """Keep a dead worker's last counters so totals never go backwards."""
@@ -444,6 +459,8 @@ class ControlPlane:
         for key, state in self.store.servers.items():
             backup = self._is_backup(key)
             current = state.state
+            if current in ("up", "draining") and key in self.resting:
+                current = "down"
             if current == "up" and backup:
                 current = "backup"
             servers.append(
@@ -452,8 +469,11 @@ class ControlPlane:
                     "address": key[1],
                     "state": current,
                     # Health alone: drain and disable are the operator's
-                    # choice and must not page anyone (BackendDown).
-                    "healthy": state.healthy and state.connect_host is not None,
+                    # choice and must not page anyone (BackendDown); passive
+                    # ejection (max_fails) is health.
+                    "healthy": state.healthy
+                    and state.connect_host is not None
+                    and key not in self.resting,
                     "checks": dict(self._check_counts.get(key, {})),
                 }
             )
@@ -500,6 +520,8 @@ class ControlPlane:
         router.add("POST", "/api/rollback", self._h_api_rollback)
 
     async def _h_health(self, request: AdminRequest) -> AdminResponse:
+        # Passive ejections live in the workers: ask them (at most once a second).
+        await self.recent_snapshot()
         ok, reasons = self.health()
         return AdminResponse.json(
             {"status": "ok" if ok else "unavailable", "reasons": reasons}, 200 if ok else 503

@@ -690,6 +690,13 @@ class Runtime:
                 merge_tree(entry, carried)
             listeners.append(entry)
         upstreams = _upstream_stats([self.groups, *self._old_groups])
+        # Servers passive failure accounting has taken out (max_fails) right
+        # now; summed over workers, a count of the workers that rest them.
+        now = self.loop.time()
+        for name, group in self.groups.items():
+            servers = upstreams[name]["servers"]
+            for server in group.servers:
+                servers[server.address]["resting"] = 1 if now <= server.rest_until else 0
         for name, carried in self._carried_upstreams.items():
             if name in upstreams:
                 merge_tree(upstreams[name], carried)
