@@ -18,6 +18,9 @@ log = logging.getLogger("phoenix_lb")
 
 MIN_SECRET = 16
 _GENERATED = "sticky.key"
+#: keys generated for a state_dir that could not keep them: reused for the
+#: life of the process, so a reload does not re-pin every client
+_RUN_KEYS: dict[str, bytes] = {}
 
 
 def _resolve_path(path: str, config_path: str | None) -> str:
@@ -54,9 +57,10 @@ def _state_key(state_dir: str) -> bytes:
             key = handle.read().strip()
         if len(key) >= MIN_SECRET:
             return key
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
-    key = secrets.token_hex(32).encode()
+    earlier = _RUN_KEYS.get(state_dir)
+    key = earlier or secrets.token_hex(32).encode()
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -66,12 +70,14 @@ def _state_key(state_dir: str) -> bytes:
         with open(path, "rb") as handle:
             return handle.read().strip()
     except OSError as exc:
-        log.warning(
-            "cannot keep the sticky cookie key in %s (%s): using one for this run only; "
-            "clients will be re-pinned after a restart (set sticky.secret_file)",
-            state_dir,
-            exc,
-        )
+        if earlier is None:
+            log.warning(
+                "cannot keep the sticky cookie key in %s (%s): using one for this run only; "
+                "clients will be re-pinned after a restart (set sticky.secret_file)",
+                state_dir,
+                exc,
+            )
+            _RUN_KEYS[state_dir] = key
     return key
 
 
