@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
+from functools import partial
 
 from phoenix_lb.config.schema import PhoenixConfig, StickyConfig
 
@@ -79,6 +81,53 @@ def _state_key(state_dir: str) -> bytes:
             )
             _RUN_KEYS[state_dir] = key
     return key
+
+
+def read_admin_token(token_file: str | None, config_path: str | None) -> str | None:
+    """The admin bearer token from ``admin.auth_token_file`` (None when unset).
+
+    OSError when unreadable, ValueError when too loose or too short.
+    """
+    if token_file is None:
+        return None
+    path = _resolve_path(token_file, config_path)
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        raise ValueError(f"{path}: the admin token file must not be group or world readable")
+    with open(path, encoding="utf-8") as handle:
+        token = handle.read().strip()
+    if len(token) < 16:
+        raise ValueError(f"{path}: the admin token must be at least 16 characters")
+    return token
+
+
+def check_secret_sources(config: PhoenixConfig, config_path: str | None) -> list[str]:
+    """Problems with the key and token sources a config names, as ``key.path: reason``.
+
+    For ``phoenix-lb check`` and the start of ``run``: a missing sticky key
+    file or admin token file is reported with its key, before any process
+    starts.  Generated keys (state_dir) are not touched.
+    """
+    problems = []
+    sources: list[tuple[str, Callable[[], object]]] = []
+    for name, upstream in config.upstreams.items():
+        sticky = upstream.sticky
+        if sticky is not None and (sticky.secret_file or sticky.secret_env):
+            field = "secret_file" if sticky.secret_file else "secret_env"
+            key = partial(sticky_secret, sticky, config.state_dir, config_path)
+            sources.append((f"upstreams.{name}.sticky.{field}", key))
+    admin = config.admin
+    if admin is not None and admin.auth_token_file is not None:
+        token = partial(read_admin_token, admin.auth_token_file, config_path)
+        sources.append(("admin.auth_token_file", token))
+    for where, read in sources:
+        try:
+            read()
+        except OSError as exc:
+            problems.append(f"{where}: cannot read {exc.filename}: {exc.strerror}")
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    return problems
 
 
 def sticky_secrets(config: PhoenixConfig, config_path: str | None) -> dict[str, str]:

@@ -58,8 +58,8 @@ _CONTEXT: Final = b"phoenix-lb sticky server id v1\x00"
 # RFC 6265 4.1.1: cookie-name is an RFC 2616 token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Domain and Path attribute values: no ';', no controls, no spaces.
-_DOMAIN = re.compile(r"\.?[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?")
-_PATH = re.compile(r"/[\x21-\x3a\x3c-\x7e]*")
+DOMAIN_PATTERN: Final = re.compile(r"\.?[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?")
+PATH_PATTERN: Final = re.compile(r"/[\x21-\x3a\x3c-\x7e]*")
 _SAMESITE: Final = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
@@ -95,9 +95,9 @@ class StickyCookie:
             raise ValueError(f"sticky cookie name {name!r} is not a valid cookie name")
         if expires is not None and expires < 1:
             raise ValueError(f"sticky cookie expires must be at least 1s, not {expires}")
-        if domain is not None and not _DOMAIN.fullmatch(domain):
+        if domain is not None and not DOMAIN_PATTERN.fullmatch(domain):
             raise ValueError(f"sticky cookie domain {domain!r} is not a host name")
-        if path is not None and not _PATH.fullmatch(path):
+        if path is not None and not PATH_PATTERN.fullmatch(path):
             raise ValueError(f"sticky cookie path {path!r} must start with '/' (no ';')")
         if samesite is not None:
             if samesite.lower() not in _SAMESITE:

@@ -98,17 +98,22 @@ def test_check_examples(tmp_path: Path) -> None:
     result = _run("check", "-c", str(examples / "minimal.yaml"))
     assert result.returncode == 0, result.stderr
     assert "configuration ok" in result.stdout
-    # The seed design names /etc/phoenix-lb/ssl files: as shipped, check
-    # reports exactly those, by key path; with them in place it passes.
+    # The seed design names /etc/phoenix-lb files (certificate, sticky key):
+    # as shipped, check reports those, by key path; with them in place it passes.
     shipped = examples / "phoenix.yaml"
     result = _run("check", "-c", str(shipped))
     assert result.returncode == 1
     assert f"{shipped}: listeners[1].tls.certificates[0].cert: " in result.stderr, result.stderr
+    assert f"{shipped}: upstreams.master_orchestrator.sticky.secret_file: " in result.stderr
     files = TestCA(tmp_path).issue("phoenix-orch.example.com", stem="phoenix-orch")
+    sticky_key = tmp_path / "sticky.key"
+    sticky_key.write_text("k" * 32)
+    sticky_key.chmod(0o600)
     text = (
         shipped.read_text()
         .replace("/etc/phoenix-lb/ssl/phoenix-orch.crt", str(files.cert))
         .replace("/etc/phoenix-lb/ssl/phoenix-orch.key", str(files.key))
+        .replace("/etc/phoenix-lb/sticky.key", str(sticky_key))
     )
     result = _run("check", "-c", str(_write(tmp_path, "phoenix.yaml", text)))
     assert result.returncode == 0, result.stderr
@@ -152,6 +157,42 @@ def test_check_unknown_key_and_missing_file(tmp_path: Path) -> None:
     assert missing.returncode == 1
     assert "nope.yaml" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def _sticky_config(tmp_path: Path, sticky: str, admin: str = "") -> Path:
+    text = GOOD.format(port=8080, backend="127.0.0.1:9001")
+    text = text.replace("    servers:", f"    sticky: {sticky}\n    servers:", 1)
+    return _write(tmp_path, "sticky.yaml", text + admin)
+
+
+def test_check_names_the_key_of_sticky_settings_run_would_refuse(tmp_path: Path) -> None:
+    # Each of these used to pass check and then stop run from starting.
+    cases = {
+        "{expires: 500ms}": "sticky.expires: must be at least 1s",
+        "{path: nopath}": "sticky.path: 'nopath' must start with '/'",
+        '{domain: "a_b;c"}': "sticky.domain: 'a_b;c' is not a host name",
+        "{samesite: None, secure: false}": "sticky: samesite: None needs secure",
+    }
+    for sticky, expected in cases.items():
+        path = _sticky_config(tmp_path, sticky)
+        result = _run("check", "-c", str(path))
+        assert result.returncode == 1, (sticky, result.stdout)
+        assert f"{path}: upstreams.master_orchestrator.{expected}" in result.stderr, result.stderr
+
+
+def test_check_and_run_report_missing_key_and_token_files(tmp_path: Path) -> None:
+    admin = "admin:\n  bind: 127.0.0.1:0\n  auth_token_file: missing.token\n"
+    path = _sticky_config(tmp_path, "{secret_file: nope.key}", admin)
+    for command in ("check", "run"):
+        result = _run(command, "-c", str(path))
+        assert result.returncode == 1, result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert lines == [
+            f"{path}: upstreams.master_orchestrator.sticky.secret_file: cannot read "
+            f"{tmp_path / 'nope.key'}: No such file or directory",
+            f"{path}: admin.auth_token_file: cannot read {tmp_path / 'missing.token'}: "
+            "No such file or directory",
+        ], result.stderr
 
 
 def test_run_with_bad_config_exits_1_without_listening(tmp_path: Path) -> None:

@@ -98,13 +98,18 @@ def _snapshot(ok: int, errors: int, fast: int) -> dict[str, Any]:
     }
 
 
-def _plane(config: PhoenixConfig, servers: dict[tuple[str, str], ServerState]) -> Any:
+def _plane(
+    config: PhoenixConfig,
+    servers: dict[tuple[str, str], ServerState],
+    resting: set[tuple[str, str]] | None = None,
+) -> Any:
     def health() -> tuple[bool, list[str]]:
         return True, []
 
     return SimpleNamespace(
         config=config,
         store=SimpleNamespace(servers=servers),
+        resting=resting or set(),
         control_view=lambda: {"hot_path": "pure", "loop": "uvloop"},
         health=health,
         data_plane=SimpleNamespace(workers=2),
@@ -154,6 +159,18 @@ def test_status_view_rates_states_and_checks() -> None:
     assert listener["bind"] == ["127.0.0.1:8080"]
     assert listener["connections"] == {"reading": 1, "writing": 2, "waiting": 3}
     assert listener["requests_per_second"] == pytest.approx(20.0, rel=0.05)
+
+
+def test_status_view_shows_servers_out_by_max_fails_as_down() -> None:
+    config = _config()
+    up = ServerState("app", "10.0.0.1:80", connect_host="10.0.0.1")
+    drained = ServerState("app", "10.0.0.2:80", admin="drain", connect_host="10.0.0.2")
+    servers = {(s.upstream, s.address): s for s in (up, drained)}
+    resting = {("app", "10.0.0.1:80"), ("app", "10.0.0.2:80")}
+    view = status_view(cast(Any, _plane(config, servers, resting)), [])
+    first, second, _ = view["upstreams"][0]["servers"]
+    assert (first["state"], second["state"]) == ("down", "down")
+    assert first["healthy"] is False and "max_fails" in first["health_reason"]
 
 
 def test_status_view_without_history_has_no_rates() -> None:

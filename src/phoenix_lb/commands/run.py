@@ -173,7 +173,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Certificates before any process starts: a worker that cannot load one
     # would otherwise only time out.  Warnings (expiry) are logged when the
     # listeners load them.
-    if report_certificates(config, args.config, warnings=False):
+    if report_certificates(config, args.config, warnings=False) or report_secrets(
+        config, args.config
+    ):
         return 1
     from phoenix_lb.control.master import worker_count
 
@@ -200,13 +202,24 @@ def report_certificates(config: PhoenixConfig, filename: str, *, warnings: bool 
     return failed
 
 
+def report_secrets(config: PhoenixConfig, filename: str) -> bool:
+    """Print unreadable key and token files (``FILE: key.path: reason``); True if any."""
+    from phoenix_lb.secrets import check_secret_sources
+
+    problems = check_secret_sources(config, filename)
+    for problem in problems:
+        print(f"{filename}: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print_config_errors(exc)
         return 1
-    if report_certificates(config, args.config):
+    certificates_failed = report_certificates(config, args.config)
+    if report_secrets(config, args.config) or certificates_failed:
         return 1
     print(f"{args.config}: configuration ok")
     return 0

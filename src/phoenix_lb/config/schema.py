@@ -278,6 +278,39 @@ class StickyConfig(_Model):
         None, description="Environment variable holding the key instead of secret_file."
     )
 
+    @field_validator("expires")
+    @classmethod
+    def _check_expires(cls, value: float | None) -> float | None:
+        if value is not None and value < 1:
+            raise ValueError("must be at least 1s (null makes a session cookie)")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _check_domain(cls, value: str | None) -> str | None:
+        from phoenix_lb.sticky import DOMAIN_PATTERN
+
+        if value is not None and not DOMAIN_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a host name (letters, digits, '-', '.')")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        from phoenix_lb.sticky import PATH_PATTERN
+
+        if not PATH_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r} must start with '/' and have no ';', space or control")
+        return value
+
+    @model_validator(mode="after")
+    def _check_samesite_none(self) -> StickyConfig:
+        if self.samesite == "None" and self.secure in ("false", False):
+            # Browsers drop SameSite=None cookies without Secure: stickiness
+            # would silently not work.
+            raise ValueError("samesite: None needs secure: true or auto (browsers drop it)")
+        return self
+
 
 class UpstreamConfig(_Model):
     """A named group of servers that routes send requests to."""

@@ -37,7 +37,7 @@ from phoenix_lb.control.state import ADMIN_STATES, AdminState, ServerKey, StateS
 from phoenix_lb.eventloop import loop_name
 from phoenix_lb.health.checker import CheckTarget, HealthChecker, targets_from_config
 from phoenix_lb.health.state import Transition
-from phoenix_lb.secrets import sticky_secrets
+from phoenix_lb.secrets import read_admin_token, sticky_secrets
 from phoenix_lb.server.runtime import Runtime, is_ip
 from phoenix_lb.tls import certificate_expiry
 from phoenix_lb.upstream.resolver import Resolver, names_from_config
@@ -212,7 +212,7 @@ class ControlPlane:
 
     async def _start_admin(self, config: PhoenixConfig) -> None:
         assert config.admin is not None
-        token = _read_token(config.admin.auth_token_file, self.config_path)
+        token = read_admin_token(config.admin.auth_token_file, self.config_path)
         router = AdminRouter(token)
         self._routes(router)
         admin = AdminServer(router, allowed_hosts=config.admin.allowed_hosts)
@@ -628,22 +628,6 @@ def _read_text(path: str | None) -> str | None:
             return handle.read()
     except OSError:
         return None
-
-
-def _read_token(token_file: str | None, config_path: str | None) -> str | None:
-    if token_file is None:
-        return None
-    path = token_file
-    if not os.path.isabs(path) and config_path is not None:
-        path = os.path.join(os.path.dirname(os.path.abspath(config_path)), path)
-    mode = os.stat(path).st_mode
-    if mode & 0o077:
-        raise ValueError(f"{path}: the admin token file must not be group or world readable")
-    with open(path, encoding="utf-8") as handle:
-        token = handle.read().strip()
-    if len(token) < 16:
-        raise ValueError(f"{path}: the admin token must be at least 16 characters")
-    return token
 
 
 def _hot_path() -> str:
