@@ -540,6 +540,12 @@ def test_malformed_requests_end_the_connection_and_reach_nothing(
         ("authority-form :path", [("GET", "https", HOST, "evil.example:443")]),
         ("unknown :scheme", [("GET", "gopher", HOST, "/")]),
         ("asterisk outside OPTIONS", [("GET", "https", HOST, "*")]),
+        # Into the HTTP/1.1 request line, these would change the path the
+        # upstream sees after routing and access rules looked at another.
+        ("method with a space", [("GET /admin?", "https", HOST, "/x")]),
+        ("method not a token", [("G(E)T", "https", HOST, "/x")]),
+        ("path with a space", [("GET", "https", HOST, "/x HTTP/1.1 /admin")]),
+        ("path with controls", [("GET", "https", HOST, "/x\x7fy\x01")]),
     ],
 )
 def test_malformed_pseudo_headers_reset_the_stream_only(

@@ -58,6 +58,7 @@ only, then a close after a short grace):
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -143,6 +144,13 @@ _NEVER_INDEXED: Final = frozenset({b"x-request-id", b"set-cookie", b"etag", b"la
 _SERVER_VALUE: Final = SERVER_HEADER[len(b"Server: ") : -2]
 _STATUS: Final[dict[int, bytes]] = {code: b"%d" % code for code in range(100, 600)}
 _TEXT_PLAIN: Final = (b"content-type", b"text/plain; charset=utf-8")
+# What the HTTP/1.1 request line can carry (h2 only refuses NUL, CR, LF and
+# edge whitespace in values): a method is a token (RFC 9110 9.1), a target
+# has no space, control or DEL (RFC 9113 8.3: otherwise malformed; the
+# authority is checked as Host is).  Unchecked, ":method: GET /admin?" would smuggle a path past
+# the route's access rules.
+_METHOD: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NOT_IN_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
 
 _CONFIG: Final = H2Configuration(
     client_side=False,
@@ -259,12 +267,16 @@ def _start_head(
     scheme: bytes,
     authority: bytes | None,
 ) -> None:
+    if not _METHOD.fullmatch(method):
+        raise _Malformed(":method is not a token")
     if method == b"CONNECT":
         raise RequestError(405, "CONNECT is not supported")
     if scheme != b"https" and scheme != b"http":
         raise _Malformed("unsupported :scheme")
     if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
         raise _Malformed(":path is not in origin form")
+    if _NOT_IN_TARGET.search(path):
+        raise _Malformed(":path has a space or a control character")
     builder.on_url(path)
     if authority is not None:
         builder.on_header(b"host", authority)
