@@ -93,6 +93,27 @@ def test_combined_log_keeps_the_combined_prefix(backends: Any, proxy: Any, tmp_p
     assert f" rid=r2 upstream={b.address} rt=" in line and " urt=" in line and " tls=-" in line
 
 
+def test_logged_address_is_the_real_client_behind_a_trusted_proxy(
+    backends: Any, proxy: Any, tmp_path: Path
+) -> None:
+    (b,) = backends(1)
+    log = tmp_path / "access.json"
+    config = make_config([b.address], access_log={"path": str(log), "format": "json"})
+    config["trusted_proxies"] = ["127.0.0.1/32"]
+    config["listeners"][0]["routes"] = [
+        {"path": "/", "upstream": "app"},
+        {"path": "/closed", "upstream": "app", "access": [{"deny": "203.0.113.7"}]},
+    ]
+    p = proxy(config)
+    with RawClient(p.port) as client:
+        xff = [("X-Forwarded-For", "203.0.113.7")]
+        statuses = [client.request("GET", path, headers=xff).status for path in ("/", "/closed")]
+    assert statuses == [200, 403]
+    entries = [json.loads(line) for line in read_lines(log, 2)]
+    # nginx's $remote_addr after realip: the address limits and rules used.
+    assert [e["remote_addr"] for e in entries] == ["203.0.113.7", "203.0.113.7"]
+
+
 def test_listener_access_log_overrides_the_global_one(
     backends: Any, proxy: Any, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import shutil
 import socket
 import ssl
@@ -318,6 +319,39 @@ def test_a_small_response_is_one_headers_and_one_data_frame(
         reply = client.get("/")
     # END_STREAM rides on the body's DATA frame, not on an empty one after it.
     assert reply.status == 200 and reply.body == b"b0\n" and reply.data_frames == 1
+
+
+def test_refused_h2_requests_are_logged(
+    proxy: Callable[[dict[str, Any]], ProxyInstance],
+    backend: Backend,
+    site: CertFiles,
+    ca: TestCA,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "access.json"
+    config = h2_config(
+        backend,
+        site,
+        routes=[
+            {"path": "/open", "upstream": "app", "rate_limit": {"zone": "z"}},
+            {"path": "/closed", "upstream": "app", "access": [{"deny": "all"}]},
+        ],
+    )
+    config["access_log"] = {"path": str(log), "format": "json"}
+    config["rate_limits"] = {"z": {"rate": "1r/m"}}
+    instance = proxy(config)
+    with RawH2(instance.port, ca) as client:
+        statuses = [client.get(path).status for path in ("/nothing", "/closed", "/open", "/open")]
+    assert statuses == [404, 403, 200, 429]
+    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 4, what="4 lines")
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["uri"], e["status"]) for e in entries] == [
+        ("/nothing", 404),
+        ("/closed", 403),
+        ("/open", 200),
+        ("/open", 429),
+    ]
+    assert all(e["tls"] for e in entries) and entries[3]["body_bytes_sent"] > 0
 
 
 def test_proxy_protocol_client_address_reaches_h2_streams(

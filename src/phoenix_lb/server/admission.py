@@ -70,7 +70,12 @@ def admit(exchange: Exchange, route: Route) -> LocalResponse | None:
     access = route.access
     if access is not None and not access.allowed(ip):
         return LocalResponse(
-            down, 403, close=not head.keep_alive, head_only=head_only, body_done=body_done
+            down,
+            403,
+            close=not head.keep_alive,
+            head_only=head_only,
+            body_done=body_done,
+            client_ip=ip,
         )
     conn = route.conn_limit
     if conn is not None and not conn.acquire(ip):
@@ -82,6 +87,7 @@ def admit(exchange: Exchange, route: Route) -> LocalResponse | None:
             close=not head.keep_alive,
             head_only=head_only,
             body_done=body_done,
+            client_ip=ip,
             extra=b"Retry-After: 1\r\n",
         )
     rate = route.rate_limit
@@ -99,6 +105,7 @@ def admit(exchange: Exchange, route: Route) -> LocalResponse | None:
                 close=not head.keep_alive,
                 head_only=head_only,
                 body_done=body_done,
+                client_ip=ip,
                 extra=b"Retry-After: %d\r\n" % rate.retry_after(ip, now),
             )
         if delay > 0.0:

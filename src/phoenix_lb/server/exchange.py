@@ -803,7 +803,8 @@ class Exchange:
         return {
             "time": time.time(),
             "time_local": down.ctx.clock.log_time,
-            "remote_addr": down.client_ip.decode(),
+            # After trusted_proxies/real_ip_header, as nginx's $remote_addr.
+            "remote_addr": self.client_ip.decode(),
             "listener": down.ctx.name,
             "request": b"%s %s HTTP/%s" % (head.method, head.target, head.version.encode()),
             "method": head.method,
@@ -841,6 +842,7 @@ class LocalResponse:
     __slots__ = (
         "body_done",
         "body_size",
+        "client_ip",
         "close",
         "down",
         "extra",
@@ -860,10 +862,13 @@ class LocalResponse:
         head_only: bool = False,
         body_done: bool = True,
         extra: bytes = b"",
+        client_ip: bytes = b"",
     ) -> None:
         self.down = down
         self.status = status
         self.close = close
+        #: the client's address as admission decided it (realip), for the log
+        self.client_ip = client_ip or down.client_ip
         self.head_only = head_only
         self.body_done = body_done
         self.extra = extra
@@ -925,7 +930,7 @@ class LocalResponse:
         return {
             "time": time.time(),
             "time_local": down.ctx.clock.log_time,
-            "remote_addr": down.client_ip.decode(),
+            "remote_addr": self.client_ip.decode(),
             "listener": down.ctx.name,
             "request": b"%s %s HTTP/%s" % (head.method, head.target, head.version.encode()),
             "method": head.method,

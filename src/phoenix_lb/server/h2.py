@@ -89,7 +89,7 @@ from phoenix_lb.http.response import BODY_LENGTH, BODY_NONE, SERVER_HEADER, Resp
 from phoenix_lb.http.status import reason
 from phoenix_lb.server.admission import admit, find_route
 from phoenix_lb.server.downstream import Downstream
-from phoenix_lb.server.exchange import Exchange
+from phoenix_lb.server.exchange import Exchange, LocalResponse
 from phoenix_lb.server.h1 import H1Connection
 from phoenix_lb.stats import count_index
 
@@ -391,11 +391,11 @@ class H2Stream(Downstream):
         head.expect_continue = False
         length = head.content_length
         if length is not None and ctx.max_body and length > ctx.max_body:
-            self.respond_local(413, b"", counted=True)
+            self._refuse(LocalResponse(self, 413, close=False), head)
             return
         route = find_route(ctx, head)
         if route is None:
-            self.respond_local(404, b"", counted=True)
+            self._refuse(LocalResponse(self, 404, close=False), head)
             return
         exchange = H2Exchange(self, head, route.group, self.client_ip)
         if not route.log:
@@ -403,7 +403,8 @@ class H2Stream(Downstream):
         if not route.plain or ctx.realip is not None:
             refused = admit(exchange, route)
             if refused is not None:
-                self.respond_local(refused.status, refused.extra, counted=True)
+                refused.log = exchange.log
+                self._refuse(refused, head)
                 return
         self.exchange = exchange
         if not ended:
@@ -553,10 +554,19 @@ class H2Stream(Downstream):
             if exchange is not None and not exchange.finished:
                 exchange.on_client_writable(not full)
 
-    def respond_local(self, status: int, extra: bytes, *, counted: bool) -> None:
-        """Answer with our own small text response (errors, refusals)."""
+    def _refuse(self, refusal: LocalResponse, head: RequestHead) -> None:
+        """Answer a refused request (404, 413, 403, 429...) and log it, as HTTP/1 does."""
+        sent = self.respond_local(refusal.status, refusal.extra, counted=True)
+        access_log = self.ctx.access_log
+        if access_log is not None and refusal.log:
+            refusal.head = head
+            refusal.body_size = sent
+            access_log.log(refusal)
+
+    def respond_local(self, status: int, extra: bytes, *, counted: bool) -> int:
+        """Answer with our own small text response (errors, refusals); its body size."""
         if self.response_ended:
-            return
+            return 0
         ctx = self.ctx
         if counted:
             ctx.local_counts[count_index(0, b"", status)] += 1
@@ -581,6 +591,7 @@ class H2Stream(Downstream):
             # As LocalResponse does for HTTP/1 (an exchange counts its own).
             ctx.bytes_out += sent
         self.conn.flush()
+        return 0 if self.head_only else len(body)
 
     def _ended(self) -> None:
         """END_STREAM went out."""
