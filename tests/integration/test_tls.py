@@ -842,3 +842,29 @@ def test_tls_listener_with_proxy_protocol_refuses_a_connection_without_header(
     assert time.monotonic() - started < 2.0
     context = proxied_tls.runtime.listeners[0].context
     assert context.tls_handshakes == 0
+
+
+def test_reading_proxy_headers_holds_worker_connections_slots(
+    backends: Callable[..., list[Backend]],
+    proxy: Callable[[dict[str, Any]], ProxyInstance],
+    site: CertFiles,
+    ca: TestCA,
+) -> None:
+    (backend,) = backends(1)
+    config = tls_config(backend, site, listener={"proxy_protocol": True}, handshake_timeout="1s")
+    config["trusted_proxies"] = ["127.0.0.1/32"]
+    config["worker_connections"] = 2
+    instance = proxy(config)
+    # Two connections that never send their header fill both slots until
+    # handshake_timeout closes them; the next client waits in the backlog.
+    silent = [socket.create_connection(("127.0.0.1", instance.port)) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        header = proxy_v1("192.0.2.10", "192.0.2.1", 5555, 443)
+        with TlsClient(instance.port, ca.client_context(), preface=header) as client:
+            assert client.get("/").status == 200
+        assert time.monotonic() - started >= 0.6
+    finally:
+        for sock in silent:
+            sock.close()

@@ -444,7 +444,10 @@ class Runtime:
             ssl_context = context.ssl_context
             if ssl_context is not None:
                 # A handshake takes a round trip or more (up to its timeout
-                # for a client that sends nothing): never in this loop.
+                # for a client that sends nothing): never in this loop.  Its
+                # worker_connections slot is taken here, before the next
+                # accept looks at the count.
+                self._connections += 1
                 task = loop.create_task(self._handshake(context, ssl_context, conn))
                 self._handshakes.add(task)
                 task.add_done_callback(self._handshakes.discard)
@@ -468,16 +471,21 @@ class Runtime:
         proxied_ip = b""
         if context.proxy_protocol:
             # The PROXY header comes before the ClientHello, in the clear.
-            proxied = await self._proxy_preface(context, conn)
+            try:
+                proxied = await self._proxy_preface(context, conn)
+            except BaseException:
+                self._connection_closed()
+                raise
             if proxied is None:
+                self._connection_closed()
                 return
             proxied_ip = proxied
             started = loop.time()
 
         def factory() -> asyncio.Protocol:
-            # Called before the handshake: a connection in handshake holds a
-            # worker_connections slot like any other.
-            protocol = self._new_connection(context)
+            # Called before the handshake; the slot taken at accept is the
+            # protocol's from now on (given back when it closes).
+            protocol = self._new_connection(context, counted=True)
             if proxied_ip and isinstance(protocol, (Downstream, AlpnDispatch)):
                 protocol.proxied_ip = proxied_ip
             made.append(protocol)
@@ -491,9 +499,9 @@ class Runtime:
                 ssl_handshake_timeout=context.tls_handshake_timeout,
             )
         except BaseException as exc:
-            # The protocol never saw connection_made, so it will never see
-            # connection_lost: give its slot back here.
-            if made and getattr(made[0], "transport", None) is None:
+            # The protocol never saw connection_made (or was never made), so
+            # it will never see connection_lost: give the slot back here.
+            if not made or getattr(made[0], "transport", None) is None:
                 self._connection_closed()
             if conn.fileno() >= 0 and not made:
                 conn.close()
@@ -538,8 +546,10 @@ class Runtime:
             return info.src_addr
         return b""
 
-    def _new_connection(self, context: ListenerContext) -> asyncio.Protocol:
-        self._connections += 1
+    def _new_connection(self, context: ListenerContext, counted: bool = False) -> asyncio.Protocol:
+        """The protocol for a new client connection; ``counted``: its slot is already taken."""
+        if not counted:
+            self._connections += 1
         if context.redirect_to is not None:
             return RedirectConnection(context, self._connection_closed)
         if context.http2:
