@@ -672,6 +672,30 @@ def test_servers_out_by_max_fails_count_as_down(tmp_path: Path) -> None:
         assert {s["state"] for s in servers} == {"down"}
 
 
+def test_reload_moves_the_error_log(tmp_path: Path, backends: Any) -> None:
+    (backend,) = backends(1)
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    config = ops_config([backend.address, dead], workers=2)
+    with running(tmp_path, config) as lb:
+        moved = copied(config)
+        error_log = tmp_path / "error.log"
+        moved["error_log"] = {"path": str(error_log), "level": "info"}
+        lb.reload(moved)
+        done = ctl(lb, "drain", "app", backend.address)
+        assert done.returncode == 0, done.stderr
+        # A worker's line too: its only server left refuses connections.
+        assert get(lb.port)[0] == 502
+        wait_for(
+            lambda: (
+                error_log.exists()
+                and "#master:" in error_log.read_text()
+                and "#worker " in error_log.read_text()
+            ),
+            5,
+            "master and worker lines in the new error log",
+        )
+
+
 def test_health_and_drain_through_ctl(tmp_path: Path, backends: Any) -> None:
     b0, b1 = backends(2)
     with running(tmp_path, ops_config([b0.address, b1.address], workers=2)) as lb:

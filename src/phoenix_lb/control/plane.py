@@ -37,6 +37,7 @@ from phoenix_lb.control.state import ADMIN_STATES, AdminState, ServerKey, StateS
 from phoenix_lb.eventloop import loop_name
 from phoenix_lb.health.checker import CheckTarget, HealthChecker, targets_from_config
 from phoenix_lb.health.state import Transition
+from phoenix_lb.logsetup import setup_error_log
 from phoenix_lb.secrets import read_admin_token, sticky_secrets
 from phoenix_lb.server.runtime import Runtime, is_ip
 from phoenix_lb.tls import certificate_expiry
@@ -383,6 +384,10 @@ class ControlPlane:
             self.secrets = secrets
             self.previous, self.previous_text = old, self.current_text
             self.config, self.current_text = config, text
+            if config.error_log != old.error_log:
+                # (Workers reconfigure their own when they apply the reload.)
+                prefix = "master" if self.data_plane.workers > 1 else ""
+                setup_error_log(config.error_log, prefix=prefix)
             if self.resolver is not None:
                 self.resolver.update_names(names_from_config(config.upstreams))
                 await self.resolver.refresh()

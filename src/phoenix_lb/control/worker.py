@@ -121,6 +121,8 @@ class WorkerMain:
             self.runtime.secrets = dict(message.get("secrets", {}))
             self.runtime.reload(config)
             self.runtime.apply_server_state(message.get("state", {}))
+            if self.config is None or config.error_log != self.config.error_log:
+                setup_error_log(config.error_log, prefix=f"worker {self.index}")
             self.config = config
             reply["ok"] = True
         except Exception as exc:  # reported to the master, which keeps the old config
