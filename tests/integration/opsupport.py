@@ -94,7 +94,7 @@ def ops_config(
 
 
 def port_of(bind: str) -> int:
-    return int(bind.rsplit(":", 1)[1])
+    return int(bind.rsplit(":", 1)[-1])  # host:port, or a bare port
 
 
 @dataclass

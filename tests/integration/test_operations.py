@@ -40,6 +40,7 @@ from .opsupport import (
     free_ports,
     get,
     ops_config,
+    port_of,
     raw_exchange,
     require_binary,
     running,
@@ -694,6 +695,39 @@ def test_reload_moves_the_error_log(tmp_path: Path, backends: Any) -> None:
             5,
             "master and worker lines in the new error log",
         )
+
+
+def test_ctl_finds_a_bare_port_admin_and_refuses_a_wrong_port(
+    tmp_path: Path, backends: Any
+) -> None:
+    config = ops_config(addresses(backends(1)))
+    admin_port = port_of(config["admin"]["bind"])
+    config["admin"]["bind"] = str(admin_port)  # a bare port: loopback
+    with running(tmp_path, config) as lb:
+        by_config = subprocess.run(
+            phoenix_lb_command("ctl", "-c", str(lb.config_path), "status"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert by_config.returncode == 0, by_config.stderr
+        assert "health: ok" in by_config.stdout
+        # Pointed at the proxy listener instead: a clear line, exit 2.
+        wrong = ctl_at(f"127.0.0.1:{lb.port}", "status")
+        assert wrong.returncode == 2
+        assert "not as a phoenix-lb admin listener" in wrong.stderr
+        assert "Traceback" not in wrong.stderr
+
+
+def ctl_at(admin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        phoenix_lb_command("ctl", "--admin", admin, "--timeout", "10", *args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_health_and_drain_through_ctl(tmp_path: Path, backends: Any) -> None:

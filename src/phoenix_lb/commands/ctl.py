@@ -51,10 +51,24 @@ def _admin_and_token(args: argparse.Namespace) -> tuple[str, str | None]:
     if token_file:
         with open(token_file, encoding="utf-8") as handle:
             token = handle.read().strip()
-    admin = admin or DEFAULT_ADMIN
-    if admin.startswith(":"):
-        admin = "127.0.0.1" + admin
-    return admin, token
+    return _connect_address(admin or DEFAULT_ADMIN), token
+
+
+def _connect_address(bind: str) -> str:
+    """``host:port`` to reach an admin listener bound to ``bind`` from this machine.
+
+    A bare port (``9000``, ``:9000``) is loopback, as the listener binds it;
+    a wildcard bind (``0.0.0.0``, ``[::]``) is reached on loopback too.
+    """
+    from phoenix_lb.config.schema import split_host_port
+
+    try:
+        host, port = split_host_port(bind.removeprefix(":"), default_host="127.0.0.1")
+    except ValueError as exc:
+        print(f"admin address {bind!r}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _call(args: argparse.Namespace, method: str, path: str) -> tuple[int, Any]:
@@ -66,16 +80,27 @@ def _call(args: argparse.Namespace, method: str, path: str) -> tuple[int, Any]:
         request.data = b""
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
+            status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            return exc.code, json.loads(body or b"null")
-        except ValueError:
-            return exc.code, {"error": body.decode(errors="replace")}
+        status, body = exc.code, exc.read()
     except (urllib.error.URLError, OSError) as exc:
         print(f"cannot reach the admin listener at {admin}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        if status == 200:
+            # Some other HTTP server (a proxy listener's port, say).
+            print(
+                f"{admin} answered, but not as a phoenix-lb admin listener "
+                "(is it the admin.bind address?)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        data = {"error": f"{status}: {body.decode(errors='replace').strip()}"}
+    return status, data
 
 
 def cmd_upstreams(args: argparse.Namespace) -> int:
