@@ -171,7 +171,7 @@ def test_check_names_the_key_of_sticky_settings_run_would_refuse(tmp_path: Path)
         "{expires: 500ms}": "sticky.expires: must be at least 1s",
         "{path: nopath}": "sticky.path: 'nopath' must start with '/'",
         '{domain: "a_b;c"}': "sticky.domain: 'a_b;c' is not a host name",
-        "{samesite: None, secure: false}": "sticky: samesite: None needs secure",
+        "{samesite: None, secure: false}": "sticky.samesite: None needs secure",
     }
     for sticky, expected in cases.items():
         path = _sticky_config(tmp_path, sticky)

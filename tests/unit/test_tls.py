@@ -138,7 +138,7 @@ def test_session_cache_takes_a_size_or_off() -> None:
 def test_redirect_listener_needs_server_name_and_no_routes() -> None:
     base = 'listeners:\n  - name: http\n    bind: ["127.0.0.1:8080"]\n    redirect_https: true\n'
     (error,) = errors_of(base + UPSTREAMS)
-    assert "redirect_https needs server_name" in error and "open redirect" in error
+    assert "listeners[0].redirect_https: needs server_name" in error and "open redirect" in error
     cfg = load_config_text(base + "    server_name: example.com\n" + UPSTREAMS, "p.yaml")
     assert cfg.listeners[0].routes == []
     (error,) = errors_of(
@@ -150,7 +150,7 @@ def test_redirect_listener_needs_server_name_and_no_routes() -> None:
 def test_tls_listener_cannot_redirect() -> None:
     text = LISTENER + "    redirect_https: true\n    server_name: example.com\n" + UPSTREAMS
     (error,) = errors_of(text.replace("    routes: [{path: /, upstream: app}]\n", ""))
-    assert "redirect_https is for plain HTTP listeners, not with tls" in error
+    assert "listeners[0].redirect_https: for plain HTTP listeners, not with tls" in error
 
 
 def test_routes_still_required_without_redirect() -> None:
@@ -164,7 +164,7 @@ def test_http2_needs_tls() -> None:
         "listeners:\n  - {name: a, bind: [80], http2: true, routes: [{path: /, upstream: app}]}\n"
     )
     (error,) = errors_of(text + UPSTREAMS)
-    assert "http2 needs tls" in error
+    assert "listeners[0].http2: needs tls" in error
 
 
 def test_relative_certificate_paths_resolve_against_the_config_directory(

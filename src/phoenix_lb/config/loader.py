@@ -423,7 +423,14 @@ def _explain(error: ErrorDetails) -> tuple[KeyPath, str]:
     unit = unit_of(info) if info is not None else None
 
     if kind == "value_error":
-        return loc, _strip_prefix(error["msg"], "Value error, ")
+        message = _strip_prefix(error["msg"], "Value error, ")
+        # A check over several fields of a section ("advert_interval: VRRPv2
+        # takes whole seconds") names the field it is about: point at it.
+        name, colon, rest = message.partition(": ")
+        model = _model_at(loc)
+        if colon and model is not None and name in model.model_fields:
+            return (*loc, name), rest
+        return loc, message
     if kind == "assertion_error":
         return loc, _strip_prefix(error["msg"], "Assertion failed, ")
     if kind in ("int_type", "int_parsing", "int_from_float"):

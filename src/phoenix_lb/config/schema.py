@@ -633,10 +633,10 @@ class ListenerConfig(_Model):
     def _check_kind(self) -> ListenerConfig:
         if self.redirect_https:
             if self.tls is not None:
-                raise ValueError("redirect_https is for plain HTTP listeners, not with tls")
+                raise ValueError("redirect_https: for plain HTTP listeners, not with tls")
             if not self.server_name:
                 raise ValueError(
-                    "redirect_https needs server_name: the redirect goes to "
+                    "redirect_https: needs server_name: the redirect goes to "
                     "https://<server_name>, never to the Host a client sends (open redirect)"
                 )
             if self.routes:
@@ -644,7 +644,7 @@ class ListenerConfig(_Model):
         elif not self.routes:
             raise ValueError("routes: at least one route is needed (or redirect_https: true)")
         if self.http2 and self.tls is None:
-            raise ValueError("http2 needs tls: HTTP/2 is offered by ALPN in the TLS handshake")
+            raise ValueError("http2: needs tls: HTTP/2 is offered by ALPN in the TLS handshake")
         return self
 
 
@@ -928,7 +928,7 @@ class HaConfig(_Model):
                     f"IPv{vip_version}: VRRP adverts and virtual IPs share one family"
                 )
         if self.unicast_src_ip is not None and not self.peers:
-            raise ValueError("unicast_src_ip needs peers (without peers VRRP uses multicast)")
+            raise ValueError("unicast_src_ip: needs peers (without peers VRRP uses multicast)")
         if self.unicast_src_ip is not None and self.unicast_src_ip in self.peers:
             raise ValueError(f"unicast_src_ip {self.unicast_src_ip} is also listed in peers")
         if self.vrrp_version == 2:
@@ -953,7 +953,7 @@ class HaConfig(_Model):
             )
         if self.preempt_delay and self.state == "MASTER":
             raise ValueError(
-                "preempt_delay needs state: BACKUP: keepalived ignores it when the initial "
+                "preempt_delay: needs state: BACKUP: keepalived ignores it when the initial "
                 "state is MASTER"
             )
         if self.preempt_delay and not self.preempt:

@@ -633,3 +633,12 @@ def test_config_error_pickles() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert copy.errors == error.errors
     assert str(copy) == str(error)
+
+
+def test_check_over_several_fields_points_at_the_field_it_names() -> None:
+    text = VALID.replace("    bind: [", "    http2: true\n    bind: [", 1)
+    # The message names http2: the path and line are http2's, not the listener's.
+    assert one_error(text).startswith(
+        "phoenix.yaml: listeners[0].http2: needs tls: HTTP/2 is offered by ALPN"
+    )
+    assert one_error(text).endswith("(line 4)")

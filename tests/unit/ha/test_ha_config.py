@@ -111,7 +111,7 @@ def test_field_errors(changes: dict[str, Any], expected: str) -> None:
     [
         # keepalived ignores nopreempt / preempt_delay on an instance starting as MASTER.
         ({"state": "MASTER", "preempt": False}, "preempt: false needs state: BACKUP"),
-        ({"state": "MASTER", "preempt_delay": "10s"}, "preempt_delay needs state: BACKUP"),
+        ({"state": "MASTER", "preempt_delay": "10s"}, "ha.preempt_delay: needs state: BACKUP"),
         ({"preempt": False, "preempt_delay": "10s"}, "no effect with preempt: false"),
         # VRRPv3 removed authentication.
         (
@@ -123,9 +123,9 @@ def test_field_errors(changes: dict[str, Any], expected: str) -> None:
             "IPv6 virtual IPs need vrrp_version: 3",
         ),
         ({"peers": ["fd00::2"]}, "VRRP adverts and virtual IPs share one family"),
-        ({"unicast_src_ip": "10.0.0.1"}, "unicast_src_ip needs peers"),
+        ({"unicast_src_ip": "10.0.0.1"}, "ha.unicast_src_ip: needs peers"),
         ({"peers": ["10.0.0.1"], "unicast_src_ip": "10.0.0.1"}, "also listed in peers"),
-        ({"vrrp_version": 2, "advert_interval": "500ms"}, "VRRPv2 takes whole seconds"),
+        ({"vrrp_version": 2, "advert_interval": "500ms"}, "ha.advert_interval: VRRPv2 takes"),
         ({"advert_interval": "41s"}, "VRRPv3 takes 10ms steps"),
         ({"advert_interval": "1005ms"}, "VRRPv3 takes 10ms steps"),
     ],
