@@ -176,6 +176,38 @@ def test_idle_tunnel_is_closed(proxy: Any, echo_servers: Any) -> None:
     run(client())
 
 
+def test_tunnel_idle_timeout_survives_a_slow_reader(proxy: Any, echo_servers: Any) -> None:
+    (ws,) = echo_servers(1)
+    p = proxy(make_config([ws.address], timeouts={"tunnel_idle": "500ms"}))
+    size = 8 << 20
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", p.port))
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        # One binary frame of 8 MiB (mask key 0: the payload as is), echoed
+        # back while this client does not read: the proxy has to stop writing.
+        frame = bytes([0x82, 0xFF]) + size.to_bytes(8, "big") + bytes(4)
+        sock.sendall(frame + bytes(size))
+        time.sleep(1.0)
+        received = len(head) - head.index(b"\r\n\r\n") - 4
+        while received < size + 10:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "closed before the echo arrived"
+            received += len(chunk)
+        # Everything read, nothing more flows: closed after tunnel_idle.
+        started = time.monotonic()
+        assert sock.recv(16) == b""
+        assert time.monotonic() - started < 3
+
+
 def test_upgrade_refused_by_the_upstream_is_relayed_and_closes(backends: Any, proxy: Any) -> None:
     # A plain HTTP backend ignores the Upgrade and answers 200.
     (b,) = backends(1)

@@ -253,7 +253,12 @@ class H1Connection(Downstream):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self._phase == _BODY:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            # The tunnel's idle clock runs again (clearing it would leave an
+            # idle tunnel open for good).
+            self.deadline.set_after(tunnel.idle)
+        elif self._phase == _BODY:
             self.deadline.set_after(self.ctx.client_body_timeout)
         else:
             self.deadline.clear()
