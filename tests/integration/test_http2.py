@@ -30,7 +30,7 @@ import h2.exceptions
 import h2.settings
 import httpx
 import pytest
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, GoAwayFrame, HeadersFrame
 
 from tests.support import Backend, pattern_sha256
 from tests.support.certs import CertFiles, TestCA
@@ -352,6 +352,25 @@ def test_refused_h2_requests_are_logged(
         ("/open", 429),
     ]
     assert all(e["tls"] for e in entries) and entries[3]["body_bytes_sent"] > 0
+
+
+def test_client_goaway_no_error_lets_its_open_streams_finish(
+    h2_proxy: Callable[..., ProxyInstance], ca: TestCA
+) -> None:
+    instance = h2_proxy()
+    with RawH2(instance.port, ca) as client:
+        sid = client.request("/slow?delay=0.3")
+        # GOAWAY(NO_ERROR) by hand (h2 would stop reading after sending it):
+        # "I open no more streams", not "drop the ones I have" (RFC 9113 6.8).
+        goaway = GoAwayFrame(0)
+        goaway.last_stream_id = 0
+        goaway.error_code = 0
+        client.sock.sendall(goaway.serialize())
+        reply = client.response(sid)
+        assert reply.status == 200 and reply.body == b"slow\n"
+        # Then the server says goodbye too, and closes.
+        client.wait_closed()
+        assert client.goaway == 0
 
 
 def test_proxy_protocol_client_address_reaches_h2_streams(

@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection as H2State
+from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
@@ -675,6 +676,7 @@ class H2Connection(asyncio.Protocol):
 
     __slots__ = (
         "_control",
+        "_h2_goaway",
         "_on_close",
         "_resets",
         "_write",
@@ -712,6 +714,15 @@ class H2Connection(asyncio.Protocol):
         self.proxied_ip = b""
         self.tls_version = ""
         self.codec = H2State(config=_CONFIG)
+        self._h2_goaway: Callable[[GoAwayFrame], Any] | None = None
+        # h2 closes the whole connection on any GOAWAY it receives, dropping
+        # the client's own open streams; a NO_ERROR GOAWAY only means "no
+        # new streams" (RFC 9113 6.8), so those are taken over here.  (Left
+        # to h2 should a future h2 have no such table.)
+        table = getattr(self.codec, "_frame_dispatch_table", None)
+        if isinstance(table, dict) and GoAwayFrame in table:
+            self._h2_goaway = table[GoAwayFrame]
+            table[GoAwayFrame] = self._receive_goaway
         # Response heads without h2's pure-Python dynamic table and Huffman
         # coding (most of a request's CPU otherwise): see hpack_static.py.
         self.codec.encoder = cast(Any, StaticTableEncoder())
@@ -821,8 +832,12 @@ class H2Connection(asyncio.Protocol):
             elif kind is PriorityUpdated:
                 self._priority(cast(PriorityUpdated, event), events)
             elif kind is ConnectionTerminated:
-                # The client said goodbye; h2 cannot send after a GOAWAY.
-                self._shut(0.0)
+                if cast(ConnectionTerminated, event).error_code == _NO_ERROR and not self.closing:
+                    # Going away politely: its open streams still get answers.
+                    self.close_idle()
+                else:
+                    # An error: h2 has closed the connection, nothing can be sent.
+                    self._shut(0.0)
             if self.closing and self.last_stream_id < 0:
                 break
         if not self.closing:
@@ -1002,6 +1017,18 @@ class H2Connection(asyncio.Protocol):
 
     def stub_state(self) -> int:
         return 1 if self.streams else 2
+
+    def _receive_goaway(self, frame: GoAwayFrame) -> tuple[list[Any], list[Any]]:
+        """h2's GOAWAY handler, except that NO_ERROR leaves the connection open."""
+        original = self._h2_goaway
+        assert original is not None  # installed together with this handler
+        if frame.error_code != _NO_ERROR:
+            return cast(tuple[list[Any], list[Any]], original(frame))
+        event = ConnectionTerminated()
+        event.error_code = ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
     def close_idle(self) -> bool:
         """Graceful shutdown: GOAWAY now, close when the open streams are done."""
