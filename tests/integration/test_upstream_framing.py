@@ -199,3 +199,16 @@ def test_a_close_delimited_body_ended_by_fin_is_complete(
     p = start(proxy, upstream)
     (response,) = parse_responses(send_raw(p.port, GET_CLOSE))
     assert response.status == 200 and response.body == b"whole-body"
+
+
+@pytest.mark.parametrize(("fail_on", "second"), [(["error", "timeout"], 503), (["http_503"], 200)])
+def test_a_response_cut_mid_body_counts_only_when_fail_on_says_so(
+    proxy: Proxy, scripted: Callable[..., ScriptedUpstream], fail_on: list[str], second: int
+) -> None:
+    upstream = scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", "close")
+    p = proxy(make_config([upstream.address], server_defaults={"max_fails": 1}, fail_on=fail_on))
+    # The first response is cut off (the client sees it was: no full body).
+    first = send_raw(p.port, GET_CLOSE)
+    assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"0123456789")
+    # With "error" in fail_on that took the only server out for fail_timeout.
+    assert send_raw(p.port, GET_CLOSE).startswith(b"HTTP/1.1 %d " % second)

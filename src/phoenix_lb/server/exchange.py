@@ -663,9 +663,7 @@ class Exchange:
                 self.group.name,
                 server.address,
             )
-            self.group.on_failure(server, self.down.ctx.now())
-            self._release_server()
-            self._abort_client()
+            self._failed_mid_response(server, _RESET)
             return
         if got_response_bytes:
             self._attempt_failed(server, _INVALID, resend_ok=False)
@@ -694,9 +692,7 @@ class Exchange:
             "upstream %s: server %s: %s", self.group.name, server.address, reason
         )
         if self.response_started:
-            self.group.on_failure(server, self.down.ctx.now())
-            self._release_server()
-            self._abort_client()
+            self._failed_mid_response(server, _INVALID)
             return
         self._attempt_failed(server, _INVALID, resend_ok=False)
 
@@ -706,11 +702,21 @@ class Exchange:
         if server is None or self.finished:
             return
         if self.response_started:
-            self.group.on_failure(server, self.down.ctx.now())
-            self._release_server()
-            self._abort_client()
+            self._failed_mid_response(server, _TIMEOUT)
             return
         self._attempt_failed(server, _TIMEOUT, resend_ok=False)
+
+    def _failed_mid_response(self, server: Server, reason: str) -> None:
+        """The response broke off after its head went out: cut the client off.
+
+        It counts toward max_fails only when ``fail_on`` lists its kind, as
+        a failure before the response would.
+        """
+        group = self.group
+        if group.count_timeouts if reason == _TIMEOUT else group.count_errors:
+            self._count_failure(server, reason, self.down.ctx.now())
+        self._release_server()
+        self._abort_client()
 
     def on_upstream_writable(self, writable: bool) -> None:
         down = self.down
