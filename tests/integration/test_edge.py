@@ -38,7 +38,7 @@ from .edgesupport import (
     tls_files,
     tls_get,
 )
-from .helpers import config_yaml, make_config, phoenix_lb_command, set_linger_zero
+from .helpers import config_yaml, make_config, phoenix_lb_command, set_linger_zero, wait_for
 
 Backends = Callable[..., list[Backend]]
 Proxy = Callable[[dict[str, Any]], ProxyInstance]
@@ -164,6 +164,26 @@ def test_limit_conn_refuses_the_third_concurrent_request_then_frees_slots(
         assert c1.read_response().status == 200
         assert c2.read_response().status == 200
     assert len(b0.requests) == 4
+
+
+def test_reload_resizes_a_conn_limit_zone_and_keeps_its_counts(
+    backends: Backends, proxy: Proxy
+) -> None:
+    from phoenix_lb.config.schema import PhoenixConfig
+
+    (b0,) = backends(1)
+    p = conn_proxy(proxy, b0)
+    zone = p.runtime.conn_zones["addr"]
+    before = zone.max_entries
+    bigger = edge_config(
+        [b0.address],
+        [route(conn_limit={"zone": "addr", "max": 2})],
+        conn_limits={"addr": {"zone_size": "20m"}},
+    )
+    p.loop.call_soon_threadsafe(p.runtime.reload, PhoenixConfig.model_validate(bigger))
+    wait_for(lambda: p.runtime.conn_zones["addr"].max_entries == 2 * before, 5, "resized")
+    # The same zone object (requests in flight release into it), resized.
+    assert p.runtime.conn_zones["addr"] is zone
 
 
 def test_limit_conn_slot_of_a_client_that_resets_mid_request_is_released(

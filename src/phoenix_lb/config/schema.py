@@ -376,6 +376,13 @@ class RateLimitRef(_Model):
     )
     status: StrictInt = Field(429, ge=400, le=599, description="Status for refused requests.")
 
+    @model_validator(mode="after")
+    def _check_delay(self) -> RateLimitRef:
+        if self.nodelay and self.delay:
+            # nginx takes one or the other too (limit_req ... nodelay | delay=N).
+            raise ValueError("delay: excludes nodelay: true (use one)")
+        return self
+
 
 class ConnLimitRef(_Model):
     """A route's use of a conn_limits zone (nginx limit_conn)."""
@@ -1021,8 +1028,9 @@ class RateLimitZoneConfig(_Model):
     rate: str = Field(description="Requests per second or minute, e.g. 10r/s or 30r/m.")
     zone_size: Size = Field(
         10 * 1024 * 1024,
+        ge=32 * 1024,
         description="Memory for the zone's states (nginx sizes: 10m holds "
-        "about 80,000 addresses); the least recently used idle ones are evicted.",
+        "about 80,000 addresses; at least 32k); the least recently used idle ones are evicted.",
     )
 
     @field_validator("rate")
@@ -1038,7 +1046,9 @@ class ConnLimitZoneConfig(_Model):
     """A concurrency limiting zone (nginx limit_conn_zone)."""
 
     key: Literal["remote_addr"] = Field("remote_addr", description="What is counted.")
-    zone_size: Size = Field(10 * 1024 * 1024, description="Memory for the zone's counters.")
+    zone_size: Size = Field(
+        10 * 1024 * 1024, ge=32 * 1024, description="Memory for the zone's counters (at least 32k)."
+    )
 
 
 class PhoenixConfig(_Model):

@@ -211,8 +211,13 @@ class Runtime:
         for name, czone in config.conn_limits.items():
             entries = entries_for_zone_size(czone.zone_size, CONN_STATE_BYTES)
             old_conn = self.conn_zones.get(name)
-            # Counts in flight must survive a reload, or releases would miss.
-            conn[name] = old_conn if old_conn is not None else ConnLimitZone(name, entries)
+            if old_conn is None:
+                conn[name] = ConnLimitZone(name, entries)
+            else:
+                # Counts in flight must survive a reload, or releases would
+                # miss: the zone stays, with its new size.
+                old_conn.max_entries = entries
+                conn[name] = old_conn
         self.rate_zones, self.conn_zones = rate, conn
 
     def _build_groups(self, config: PhoenixConfig) -> dict[str, UpstreamGroup]:

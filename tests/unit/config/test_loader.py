@@ -642,3 +642,18 @@ def test_check_over_several_fields_points_at_the_field_it_names() -> None:
         "phoenix.yaml: listeners[0].http2: needs tls: HTTP/2 is offered by ALPN"
     )
     assert one_error(text).endswith("(line 4)")
+
+
+def test_limit_settings_run_would_refuse_are_config_errors() -> None:
+    text = VALID.replace(
+        "        upstream: master_orchestrator\n",
+        "        upstream: master_orchestrator\n"
+        "        rate_limit: {zone: api, burst: 5, nodelay: true, delay: 2}\n",
+        1,
+    )
+    text += "rate_limits:\n  api: {rate: 10r/s, zone_size: 16k}\n"
+    text += "conn_limits:\n  c: {zone_size: 1k}\n"
+    errors = errors_of(text)
+    assert any("routes[0].rate_limit.delay: excludes nodelay" in e for e in errors), errors
+    assert any("rate_limits.api.zone_size: must be at least 32k" in e for e in errors), errors
+    assert any("conn_limits.c.zone_size: must be at least 32k" in e for e in errors), errors
