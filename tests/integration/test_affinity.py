@@ -502,12 +502,22 @@ def _tls_served() -> bool:
 
 
 @pytest.mark.skipif(not _tls_served(), reason="listeners have no tls setting yet")
+@pytest.mark.parametrize(
+    ("setting", "on_plain", "on_tls"),
+    [("auto", False, True), ("true", True, True), ("false", False, False)],
+)
 def test_sticky_secure_auto_marks_the_cookie_secure_on_tls_listeners_only(
-    backends: Backends, proxy: Proxy, tmp_path: Path
+    backends: Backends,
+    proxy: Proxy,
+    tmp_path: Path,
+    setting: str,
+    on_plain: bool,
+    on_tls: bool,
 ) -> None:
     (b0,) = backends(1)
     ca, cert_path, key_path = tls_files(tmp_path)
     config = sticky_config(tmp_path, [b0.address])
+    config["upstreams"]["app"]["sticky"]["secure"] = setting
     plain = dict(config["listeners"][0], name="plain")
     secure = dict(
         config["listeners"][0],
@@ -519,11 +529,12 @@ def test_sticky_secure_auto_marks_the_cookie_secure_on_tls_listeners_only(
     tls_port = p.runtime.listeners[1].addresses[0][1]
 
     (plain_cookie,) = get(p.port).header_all("Set-Cookie")
-    assert "Secure" not in plain_cookie
+    assert ("; Secure" in plain_cookie) is on_plain, plain_cookie
     answer = tls_get(tls_port, ca)
     assert answer.status == 200
     (tls_cookie,) = answer.header_all("Set-Cookie")
-    assert tls_cookie.endswith("; HttpOnly; Secure; SameSite=Lax"), tls_cookie
+    assert ("; Secure" in tls_cookie) is on_tls, tls_cookie
+    assert tls_cookie.endswith("; SameSite=Lax"), tls_cookie
 
 
 # ---------------------------------------------------------------- drain through ctl, 2 workers

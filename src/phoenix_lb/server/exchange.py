@@ -537,7 +537,9 @@ class Exchange:
         if self.request_id is not None:
             extra = extra + b"X-Request-ID: %s\r\n" % self.request_id
         if self.set_cookie and server is not None and group.sticky is not None:
-            extra = extra + group.sticky.set_cookie_line(server.index, ctx.tls or None)
+            extra = extra + group.sticky.set_cookie_line(
+                server.index, True if ctx.tls and group.sticky_secure_on_tls else None
+            )
             if group.sticky_cache_control:
                 extra += CACHE_CONTROL_LINE
         self._emit_head(response, extra)
@@ -623,7 +625,9 @@ class Exchange:
         server = self.server
         group = self.group
         if self.set_cookie and server is not None and group.sticky is not None:
-            extra = extra + group.sticky.set_cookie_line(server.index, ctx.tls or None)
+            extra = extra + group.sticky.set_cookie_line(
+                server.index, True if ctx.tls and group.sticky_secure_on_tls else None
+            )
         if self.request_id is not None:
             extra = extra + b"X-Request-ID: %s\r\n" % self.request_id
         switch = build_switch_head(response, self.upgrade, extra)

@@ -286,6 +286,7 @@ class Runtime:
             )
             group.sticky = StickyTable(cookie, [s.address for s in group.servers])
             group.sticky_cache_control = sticky.cache_control
+            group.sticky_secure_on_tls = sticky.secure == "auto"
         key = upstream.hash_key
         if key is None:
             group.hash_kind = HASH_NONE

@@ -46,6 +46,7 @@ class UpstreamGroup:
         "servers",
         "sticky",
         "sticky_cache_control",
+        "sticky_secure_on_tls",
         "try_all",
     )
 
@@ -69,6 +70,8 @@ class UpstreamGroup:
         #: sticky cookie ids of the servers, or None without sticky sessions
         self.sticky: StickyTable | None = None
         self.sticky_cache_control = True
+        #: sticky.secure: auto, Secure on TLS listeners (true and false are fixed)
+        self.sticky_secure_on_tls = True
         #: what requests hash on (HASH_* below) and the header/cookie name
         self.hash_kind = HASH_NONE
         self.hash_name = b""
