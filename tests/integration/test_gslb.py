@@ -236,6 +236,37 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def test_tcp_client_trickling_one_message_is_cut_off(
+    gslb: Callable[..., GslbInstance],
+    regions: tuple[Backend, Backend],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import phoenix_lb.gslb.server as gslb_server
+
+    monkeypatch.setattr(gslb_server, "TCP_IDLE_TIMEOUT", 0.6)
+    one, two = regions
+    instance = gslb(make_config(health_url(one), health_url(two)))
+    with socket.create_connection((instance.host, instance.port), timeout=5) as sock:
+        sock.sendall(b"\x00\x64")  # a 100-byte message that never completes
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 4:
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                closed = True
+                break
+            sock.settimeout(0.2)
+            try:
+                if sock.recv(16) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        # Idle is counted between whole queries, not reset by each byte.
+        assert closed and time.monotonic() - started < 2.5
+
+
 def test_admin_refuses_foreign_host_names(
     gslb: Callable[..., GslbInstance], regions: tuple[Backend, Backend]
 ) -> None:

@@ -46,7 +46,7 @@ import ipaddress
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from phoenix_lb.gslb.config import GslbConfig, in_zone
 
@@ -323,10 +323,12 @@ class Zone:
         ``qname`` is in text form, any case, with or without the final dot;
         ``healthy`` holds the names of the regions currently up.
         """
-        name = qname.lower()
+        name = _ascii_lower(qname)
         if name.endswith("."):
             name = name[:-1]
-        if qclass not in (CLASS_IN, CLASS_ANY) or not in_zone(name, self.name):
+        # Only IN is served; QCLASS ANY (*) too is refused rather than
+        # answered authoritatively for a class we do not hold all of.
+        if qclass != CLASS_IN or not in_zone(name, self.name):
             return Answer(REFUSED)
         if qtype in (AXFR, IXFR):
             return Answer(REFUSED)
@@ -395,3 +397,11 @@ class Zone:
     def _is_ancestor_of_nameserver(self, name: str) -> bool:
         suffix = "." + name
         return any(host.endswith(suffix) for host in self.nameservers)
+
+
+_ASCII_UPPER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(name: str) -> str:
+    """DNS case folding: ASCII letters only (RFC 4343); str.lower() folds far more."""
+    return name.translate(_ASCII_UPPER)

@@ -93,8 +93,19 @@ def normalize_dns_name(value: str) -> str:
 
 
 def in_zone(name: str, zone: str) -> bool:
-    """True if the (normalized) ``name`` is ``zone`` or below it."""
-    return name == zone or name.endswith("." + zone)
+    """True if the (normalized) ``name`` is ``zone`` or below it.
+
+    Label by label: in ``x\\.k8s.example.com`` (a label holding a dot) the
+    text ends with ".k8s.example.com" but the labels are not under it.
+    """
+    if name == zone:
+        return True
+    if not name.endswith("." + zone):
+        return False
+    # The separating dot must not be escaped: count the backslashes before it.
+    head = name[: -len(zone) - 1]
+    escapes = len(head) - len(head.rstrip("\\"))
+    return escapes % 2 == 0
 
 
 def _check_ip(value: str) -> str:

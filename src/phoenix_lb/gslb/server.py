@@ -137,9 +137,13 @@ def ecs_option(network: IPNetwork, scope: int) -> bytes:
 
 
 def _label_text(labels: tuple[bytes, ...]) -> str:
-    # dnslib has checked that labels are UTF-8.  A dot inside a label is escaped
-    # so that the name never compares equal to one with more labels.
-    return ".".join(label.decode().replace(".", "\\.") for label in labels)
+    # dnslib has checked that labels are UTF-8.  Only ASCII letters fold
+    # (RFC 4343): "\u212a8s" is not "k8s".  A dot (and a backslash) inside a
+    # label is escaped so that the name never compares equal to one with more
+    # labels.
+    return ".".join(
+        label.lower().decode().replace("\\", "\\\\").replace(".", "\\.") for label in labels
+    )
 
 
 # response without its id, regions answered, rcode, truncated
@@ -426,7 +430,6 @@ class TcpProtocol(asyncio.Protocol):
         transport = self._t
         if transport is None or transport.is_closing():
             return
-        self._last = asyncio.get_running_loop().time()
         buffer = self._buffer
         buffer += data
         while len(buffer) >= 2:
@@ -435,6 +438,9 @@ class TcpProtocol(asyncio.Protocol):
                 break  # at most 64 KiB + 1 waits here
             query = bytes(buffer[2 : 2 + size])
             del buffer[: 2 + size]
+            # The idle clock restarts per whole query, not per byte: a
+            # client trickling one message cannot hold the connection.
+            self._last = asyncio.get_running_loop().time()
             try:
                 out = self._handler.handle(query, self._peer, True)
             except Exception as exc:

@@ -44,7 +44,7 @@ __all__ = [
 
 # keepalived splits a script string on whitespace and treats '#' and '!' as the
 # start of a comment; quotes would end the string.
-_UNSAFE_WORD = re.compile(r"[\s\"'#!\\]")
+_UNSAFE_WORD = re.compile(r"[\s\"'#!\\{}]")
 
 
 class RenderError(ValueError):

@@ -25,7 +25,9 @@ SECRET_LENGTH = 8
 
 # The secret is written inside double quotes in keepalived.conf; these would
 # end the string or start a comment there.
-_FORBIDDEN = set("\"'#!\\")
+# keepalived reads quotes, comments (# !), escapes and braces (block
+# delimiters, even inside a word) specially: none may appear in a secret.
+_FORBIDDEN = set("\"'#!\\{}")
 
 
 class SecretError(ValueError):
@@ -49,7 +51,7 @@ def check_secret(secret: str, auth_type: str, source: str) -> str:
     if bad or any(c.isspace() for c in secret):
         raise SecretError(
             f"{source}: the secret may only contain printable ASCII without spaces, quotes, "
-            "'#', '!' or '\\' (they would break keepalived.conf)"
+            "'#', '!', '\\' or braces (they would break keepalived.conf)"
         )
     if len(secret) != SECRET_LENGTH:
         what = "longer ones are cut silently" if len(secret) > SECRET_LENGTH else "it is weak"

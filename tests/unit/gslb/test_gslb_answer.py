@@ -151,6 +151,19 @@ def test_zone_transfer_and_other_classes_are_refused() -> None:
     zone = make_zone()
     assert ask(zone, AXFR).rcode == REFUSED
     assert ask(zone, A, qclass=3).rcode == REFUSED  # CHAOS
+    assert ask(zone, A, qclass=255).rcode == REFUSED  # ANY: not all of it is ours
+
+
+def test_only_ascii_letters_fold() -> None:
+    # U+212A KELVIN SIGN lower-cases to "k" in Python, not in DNS (RFC 4343).
+    zone = make_zone(zone="k8s.example.com")
+    assert ask(zone, A, name="K8S.Example.com").rcode == NOERROR
+    assert ask(zone, A, name="\u212a8s.example.com").rcode == REFUSED
+
+
+def test_a_label_holding_a_dot_is_not_below_the_zone() -> None:
+    first, rest = ZONE.split(".", 1)
+    assert ask(make_zone(), A, name=f"x\\.{first}.{rest}").rcode == REFUSED
 
 
 # -- nearest_healthy ---------------------------------------------------------

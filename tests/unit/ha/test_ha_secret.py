@@ -85,7 +85,9 @@ def test_length_must_be_exactly_eight(secret: str, words: str) -> None:
     assert "PASS secret" in str(info.value)
 
 
-@pytest.mark.parametrize("secret", ['ab"cdefg', "ab#cdefg", "ab cdefg", "ab!cdefg", "abcdéfgh"])
+@pytest.mark.parametrize(
+    "secret", ['ab"cdefg', "ab#cdefg", "ab cdefg", "ab!cdefg", "abcdéfgh", "Abc}1234", "Ab{c}123"]
+)
 def test_characters_that_would_break_keepalived_conf(secret: str) -> None:
     with pytest.raises(SecretError, match="printable ASCII"):
         check_secret(secret, "ah", "$S")
