@@ -214,6 +214,38 @@ class SmoothWeighted:
         self.effective[pos] = max(eff, 0)
 
 
+def weighted_candidates(
+    peers: list[Peer], now: float, tried: int, weights: list[float]
+) -> tuple[list[int], float, bool]:
+    """Positions of the peers that may take this attempt, for the two-choice algorithms.
+
+    Their weights (slow start applied) are appended to ``weights``; returned
+    with the positions: the weights' total, and whether they are all equal
+    (``draw_two`` then skips the cumulative walk).
+    """
+    cands: list[int] = []
+    total = 0.0
+    uniform = True
+    first_w = -1.0
+    pos = -1
+    for peer in peers:
+        pos += 1
+        # Availability inlined (Server.is_available): this runs per request.
+        if (tried and (tried >> peer.index) & 1) or not peer.accepting or now <= peer.rest_until:
+            continue
+        w = float(peer.weight)
+        if now < peer.ramp_until:
+            w = ramp_weight(peer, now)
+        if first_w < 0.0:
+            first_w = w
+        elif w != first_w:
+            uniform = False
+        cands.append(pos)
+        weights.append(w)
+        total += w
+    return cands, total, uniform
+
+
 def draw_two(weights: list[float], total: float, uniform: bool, rng: Random) -> tuple[int, int]:
     """Two distinct positions drawn with probability proportional to ``weights``.
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from random import Random
 from typing import Final
 
-from phoenix_lb.balancing.base import Peer, draw_two, position_map, ramp_weight
+from phoenix_lb.balancing.base import Peer, draw_two, position_map, weighted_candidates
 
 # Cost of an unmeasured peer with requests in flight: above any latency
 # cost (Finagle: Long.MaxValue >> 16), plus its in-flight count so that
@@ -80,31 +80,8 @@ class PeakEwma:
 
     def pick(self, now: float, tried: int, key: bytes = b"") -> Peer | None:
         self._last_now = now
-        cands: list[int] = []
         weights: list[float] = []
-        total = 0.0
-        uniform = True
-        first_w = -1.0
-        pos = -1
-        for peer in self._peers:
-            pos += 1
-            # Availability inlined (Server.is_available): this runs per request.
-            if (
-                (tried and (tried >> peer.index) & 1)
-                or not peer.accepting
-                or now <= peer.rest_until
-            ):
-                continue
-            w = float(peer.weight)
-            if now < peer.ramp_until:
-                w = ramp_weight(peer, now)
-            if first_w < 0.0:
-                first_w = w
-            elif w != first_w:
-                uniform = False
-            cands.append(pos)
-            weights.append(w)
-            total += w
+        cands, total, uniform = weighted_candidates(self._peers, now, tried, weights)
         n = len(cands)
         if n < 2:
             return self._peers[cands[0]] if n else None

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from random import Random
 
-from phoenix_lb.balancing.base import Peer, draw_two, ramp_weight
+from phoenix_lb.balancing.base import Peer, draw_two, weighted_candidates
 
 
 class RandomTwo:
@@ -37,35 +37,15 @@ class RandomTwo:
         self._rng = rng
 
     def pick(self, now: float, tried: int, key: bytes = b"") -> Peer | None:
-        cands: list[Peer] = []
+        peers = self._peers
         weights: list[float] = []
-        total = 0.0
-        uniform = True
-        first_w = -1.0
-        for peer in self._peers:
-            # Availability inlined (Server.is_available): this runs per request.
-            if (
-                (tried and (tried >> peer.index) & 1)
-                or not peer.accepting
-                or now <= peer.rest_until
-            ):
-                continue
-            w = float(peer.weight)
-            if now < peer.ramp_until:
-                w = ramp_weight(peer, now)
-            if first_w < 0.0:
-                first_w = w
-            elif w != first_w:
-                uniform = False
-            cands.append(peer)
-            weights.append(w)
-            total += w
+        cands, total, uniform = weighted_candidates(peers, now, tried, weights)
         n = len(cands)
         if n < 2:
-            return cands[0] if n else None
+            return peers[cands[0]] if n else None
         a, b = draw_two(weights, total, uniform, self._rng)
-        pa = cands[a]
-        pb = cands[b]
+        pa = peers[cands[a]]
+        pb = peers[cands[b]]
         if pb.in_flight * weights[a] < pa.in_flight * weights[b]:
             return pb
         return pa
