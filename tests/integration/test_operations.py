@@ -540,6 +540,33 @@ def test_metrics_match_the_requests_sent(tmp_path: Path, backends: Any, workers:
     assert m.value("phoenix_worker_processes") == workers
 
 
+def test_metrics_of_local_answers_and_upstream_times(tmp_path: Path, backends: Any) -> None:
+    (backend,) = backends(1)
+    config = ops_config([backend.address], timeouts={"read": "500ms"})
+    config["listeners"][0]["routes"] = [
+        {"path": "/drip", "upstream": "app"},
+        {"path": "/hang", "upstream": "app"},
+    ]
+    with running(tmp_path, config) as lb:
+        # Answered by the balancer itself: counted under their own method.
+        assert get(lb.port, "/nothing")[0] == 404
+        assert raw_exchange(lb.port, _request("POST", "/nothing", b"x")).startswith(
+            b"HTTP/1.1 404 "
+        )
+        # A body that takes 0.4 s after its head; a server that never answers.
+        assert get(lb.port, "/drip?count=3&interval=0.2")[0] == 200
+        assert get(lb.port, "/hang")[0] == 504
+        wait_for(lambda: lb.metrics().value("phoenix_http_requests_total") == 4, 5, "4 requests")
+        m = lb.metrics()
+    assert m.value("phoenix_http_requests_total", upstream="", method="GET") == 1
+    assert m.value("phoenix_http_requests_total", upstream="", method="POST") == 1
+    assert m.value("phoenix_http_request_duration_seconds_count", upstream="") == 2
+    # One observation per attempt, the failed one included; to the last byte.
+    server = backend.address
+    assert m.value("phoenix_upstream_response_duration_seconds_count", server=server) == 2
+    assert m.value("phoenix_upstream_response_duration_seconds_sum", server=server) >= 0.85
+
+
 def test_sent_bytes_count_heads_and_bodies(tmp_path: Path, backends: Any) -> None:
     with running(tmp_path, ops_config(addresses(backends(1)))) as lb:
         received = 0

@@ -169,7 +169,9 @@ def test_status_view_shows_servers_out_by_max_fails_as_down() -> None:
     resting = {("app", "10.0.0.1:80"), ("app", "10.0.0.2:80")}
     view = status_view(cast(Any, _plane(config, servers, resting)), [])
     first, second, _ = view["upstreams"][0]["servers"]
-    assert (first["state"], second["state"]) == ("down", "down")
+    # Draining is the operator's word and stays visible (the state order:
+    # disabled, draining, down, backup, up).
+    assert (first["state"], second["state"]) == ("down", "draining")
     assert first["healthy"] is False and "max_fails" in first["health_reason"]
 
 

@@ -93,7 +93,7 @@ def status_view(plane: ControlPlane, history: list[tuple[float, Snapshot]]) -> d
             hist = _delta(stats.get("response_time", [])[:-1], old.get("response_time", [])[:-1])
             current_state = state.state if state else "unknown"
             resting = (name, server_config.address) in plane.resting
-            if current_state in ("up", "draining") and resting:
+            if current_state == "up" and resting:
                 current_state = "down"
             if current_state == "up" and getattr(server_config, "backup", False):
                 current_state = "backup"

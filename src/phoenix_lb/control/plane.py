@@ -464,7 +464,7 @@ class ControlPlane:
         for key, state in self.store.servers.items():
             backup = self._is_backup(key)
             current = state.state
-            if current in ("up", "draining") and key in self.resting:
+            if current == "up" and key in self.resting:
                 current = "down"
             if current == "up" and backup:
                 current = "backup"

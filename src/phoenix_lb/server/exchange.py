@@ -360,6 +360,8 @@ class Exchange:
         """Send this attempt to ``server``."""
         self.tried |= 1 << server.index
         self.server = server
+        # The attempt's clock (upstream response time) starts before connecting.
+        self.upstream_started_at = now
         server.in_flight += 1
         server.requests += 1
         if server.passive.fails:
@@ -398,7 +400,6 @@ class Exchange:
         down = self.down
         self.up = conn
         self.reused = reused
-        self.upstream_started_at = now
         head = self.head
         data = self.upstream_head
         if not data:
@@ -454,6 +455,9 @@ class Exchange:
         down = self.down
         now = down.ctx.now()
         group = self.group
+        # One observation per attempt, failed ones too: a server that times
+        # out shows as slow in its response time histogram, not as absent.
+        server.response_time.observe(now - self.upstream_started_at)
         timeout = reason in (_TIMEOUT, _CONNECT_TIMEOUT)
         if group.count_timeouts if timeout else group.count_errors:
             self._count_failure(server, reason, now)
@@ -580,6 +584,10 @@ class Exchange:
         conn = self.up
         self.up = None
         down = self.down
+        if self.server is not None:
+            # To the last byte, as nginx's $upstream_response_time (the
+            # balancers were fed the time to the head in on_upstream_head).
+            self.upstream_time = down.ctx.now() - self.upstream_started_at
         self._end_body()
         server = self.server
         if server is not None:
@@ -717,8 +725,10 @@ class Exchange:
         a failure before the response would.
         """
         group = self.group
+        now = self.down.ctx.now()
+        self.upstream_time = now - self.upstream_started_at  # to the failure
         if group.count_timeouts if reason == _TIMEOUT else group.count_errors:
-            self._count_failure(server, reason, self.down.ctx.now())
+            self._count_failure(server, reason, now)
         self._release_server()
         self._abort_client()
 
@@ -860,6 +870,7 @@ class LocalResponse:
         "head",
         "head_only",
         "log",
+        "started_at",
         "status",
     )
 
@@ -879,6 +890,7 @@ class LocalResponse:
         self.close = close
         #: the client's address as admission decided it (realip), for the log
         self.client_ip = client_ip or down.client_ip
+        self.started_at = down.ctx.now()
         self.head_only = head_only
         self.body_done = body_done
         self.extra = extra
@@ -893,7 +905,9 @@ class LocalResponse:
         down = self.down
         keep_alive = not self.close and self.body_done
         ctx = down.ctx
-        ctx.local_counts[count_index(0, b"", self.status)] += 1
+        head = self.head
+        ctx.local_counts[count_index(0, head.method if head is not None else b"", self.status)] += 1
+        ctx.local_durations.observe(ctx.now() - self.started_at)
         data = error_response(
             self.status,
             date=ctx.clock.date_line,

@@ -557,20 +557,23 @@ class H2Stream(Downstream):
 
     def _refuse(self, refusal: LocalResponse, head: RequestHead) -> None:
         """Answer a refused request (404, 413, 403, 429...) and log it, as HTTP/1 does."""
-        sent = self.respond_local(refusal.status, refusal.extra, counted=True)
+        sent = self.respond_local(refusal.status, refusal.extra, counted=True, method=head.method)
+        self.ctx.local_durations.observe(self.ctx.now() - refusal.started_at)
         access_log = self.ctx.access_log
         if access_log is not None and refusal.log:
             refusal.head = head
             refusal.body_size = sent
             access_log.log(refusal)
 
-    def respond_local(self, status: int, extra: bytes, *, counted: bool) -> int:
+    def respond_local(
+        self, status: int, extra: bytes, *, counted: bool, method: bytes = b""
+    ) -> int:
         """Answer with our own small text response (errors, refusals); its body size."""
         if self.response_ended:
             return 0
         ctx = self.ctx
         if counted:
-            ctx.local_counts[count_index(0, b"", status)] += 1
+            ctx.local_counts[count_index(0, method, status)] += 1
         body = b"%d %s\n" % (status, reason(status))
         fields = [
             (b":status", _STATUS.get(status) or b"%d" % status),
