@@ -112,3 +112,72 @@ def test_connect_timeout_moves_to_next_server(backends, proxy) -> None:
         assert p.server(0).passive.fails == 1
         assert not p.server(0).is_available(time.monotonic())
     assert len(good.requests) == 6
+
+
+# ---------------------------------------------------------------- whose timeout runs
+#
+# A timeout belongs to the side that is slow: while the proxy itself stops
+# reading one side (to bound its buffers), that side's timer must not run.
+
+
+def test_slow_client_download_does_not_run_the_servers_read_timeout(backends, proxy) -> None:
+    import socket
+
+    (b,) = backends(1)
+    p = proxy(make_config([b.address], timeouts={"read": "300ms"}))
+    size = 8 << 20
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.sendall(b"GET /big?size=%d HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % size)
+        data = sock.recv(4096)
+        time.sleep(1.0)  # not reading: the proxy stops reading the server
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    assert len(data) - data.index(b"\r\n\r\n") - 4 == size
+    # ...and the healthy server was not counted as failed.
+    assert p.server(0).passive.fails == 0
+
+
+def test_slow_server_upload_does_not_run_the_clients_body_timeout(proxy) -> None:
+    import socket
+    import threading
+
+    # An upstream that stops reading the body for 1 s, then reads it all.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def upstream() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            got = len(head) - head.index(b"\r\n\r\n") - 4
+            time.sleep(1.0)
+            while got < length:
+                data = conn.recv(1 << 20)
+                if not data:
+                    return
+                got += len(data)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    p = proxy(make_config([address], timeouts={"client_body": "300ms"}))
+    body = bytes(8 << 20)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+            % len(body)
+        )
+        sock.sendall(body)
+        answer = sock.recv(4096)
+    thread.join(10)
+    listener.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]

@@ -333,8 +333,13 @@ class Exchange:
         if up is not None and up.transport is not None:
             if writable:
                 up.transport.resume_reading()
+                if up.awaiting_response:
+                    up.deadline.set_after(up.read_timeout)
             else:
                 up.transport.pause_reading()
+                # We stopped reading the server because the client is slow:
+                # client_send rules, the server's read timeout must not run.
+                up.deadline.clear()
 
     # -- attempts ----------------------------------------------------------------
 

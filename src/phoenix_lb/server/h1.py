@@ -209,7 +209,8 @@ class H1Connection(Downstream):
                     self._refuse(431)
                 elif phase == _IDLE and self._active is None:
                     self.deadline.set_after(self.ctx.client_header_timeout)
-            elif phase == _BODY and self._phase == _BODY:
+            elif phase == _BODY and self._phase == _BODY and not self._paused & _EXCHANGE_REASONS:
+                # (Paused for the upstream: its send timeout rules meanwhile.)
                 self.deadline.set_after(self.ctx.client_body_timeout)
 
     def eof_received(self) -> bool | None:
@@ -259,7 +260,13 @@ class H1Connection(Downstream):
             # idle tunnel open for good).
             self.deadline.set_after(tunnel.idle)
         elif self._phase == _BODY:
-            self.deadline.set_after(self.ctx.client_body_timeout)
+            if not self._paused & _EXCHANGE_REASONS:
+                self.deadline.set_after(self.ctx.client_body_timeout)
+            else:
+                self.deadline.clear()
+        elif self._active is None and self._phase == _IDLE:
+            # The response is out: the keep-alive idle time starts now.
+            self.deadline.set_after(self.ctx.keepalive_timeout)
         else:
             self.deadline.clear()
         if self._active is not None:
@@ -436,6 +443,11 @@ class H1Connection(Downstream):
         if not self._paused and self.transport is not None and not self.closing:
             self.transport.pause_reading()
         self._paused |= reason
+        if reason & _EXCHANGE_REASONS and self._phase == _BODY and not self.write_paused:
+            # We stopped reading the body (the upstream is slow to take it, or
+            # not connected yet): the upstream's send/connect timeouts rule,
+            # not the client's client_body.
+            self.deadline.clear()
 
     def resume_reading(self, reason: int) -> None:
         """``reason`` no longer holds; read again when no other reason does."""
@@ -443,6 +455,8 @@ class H1Connection(Downstream):
             self._paused &= ~reason
             if not self._paused and self.transport is not None and not self.closing:
                 self.transport.resume_reading()
+                if self._phase == _BODY and not self.write_paused:
+                    self.deadline.set_after(self.ctx.client_body_timeout)
 
     def exchange_done(self, responder: object, keep_alive: bool) -> None:
         """The active response is complete; start the next one or close."""
@@ -467,7 +481,10 @@ class H1Connection(Downstream):
             self._begin(following)
             return
         if self._phase == _IDLE:
-            self.deadline.set_after(self.ctx.keepalive_timeout)
+            if not self.write_paused:
+                # (Still writing the response out: client_send rules until
+                # resume_writing starts the idle time, as nginx does.)
+                self.deadline.set_after(self.ctx.keepalive_timeout)
         elif self._phase == _HEAD:
             self.deadline.set_after(self.ctx.client_header_timeout)
 
