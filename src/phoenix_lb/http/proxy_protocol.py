@@ -50,6 +50,7 @@ __all__ = [
     "V1_MAX_HEADER",
     "ProxyInfo",
     "ProxyProtocolError",
+    "feed_proxy_header",
     "parse_proxy_header",
 ]
 
@@ -121,6 +122,23 @@ def parse_proxy_header(data: bytes) -> tuple[ProxyInfo | None, int] | None:
     if first == 0x0D:  # "\r"
         return _parse_v2(data)
     raise ProxyProtocolError("connection does not start with a PROXY protocol header")
+
+
+def feed_proxy_header(pending: bytes, data: bytes) -> tuple[bool, ProxyInfo | None, bytes]:
+    """``data`` read after ``pending`` at the start of a connection.
+
+    ``(False, None, buffered)``: the header is not complete yet, keep
+    ``buffered`` for the next read; ``(True, info, rest)``: complete, ``rest``
+    is what follows it.  Raises ``ProxyProtocolError``; the buffered bytes
+    stay under ``MAX_HEADER``, since the parser refuses a longer header as
+    soon as its length is known.
+    """
+    buf = pending + data
+    parsed = parse_proxy_header(buf)
+    if parsed is None:
+        return False, None, buf
+    info, used = parsed
+    return True, info, buf[used:]
 
 
 # -- version 1 ------------------------------------------------------------

@@ -36,7 +36,7 @@ import httptools
 
 from phoenix_lb.deadline import Deadline
 from phoenix_lb.http.path import normalize_path
-from phoenix_lb.http.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from phoenix_lb.http.proxy_protocol import ProxyProtocolError, feed_proxy_header
 from phoenix_lb.http.request import RequestError, RequestHeadBuilder
 from phoenix_lb.server.admission import admit
 from phoenix_lb.server.downstream import Downstream
@@ -399,9 +399,8 @@ class H1Connection(Downstream):
 
     def _proxy_header(self, data: bytes) -> bytes:
         """Consume the PROXY protocol header; the bytes after it, or b"" (need more/closed)."""
-        buf = (self._proxy_buf or b"") + data
         try:
-            parsed = parse_proxy_header(buf)
+            complete, info, rest = feed_proxy_header(self._proxy_buf or b"", data)
         except ProxyProtocolError as exc:
             self.ctx.logger.info(
                 "listener %s: bad PROXY protocol header from %s: %s",
@@ -411,17 +410,14 @@ class H1Connection(Downstream):
             )
             self.abort()
             return b""
-        if parsed is None:
-            self._proxy_buf = buf
-            if len(buf) > 4096:
-                self.abort()
+        if not complete:
+            self._proxy_buf = rest
             return b""
-        info, used = parsed
         self._proxy_buf = None
         realip = self.ctx.realip
         if info is not None and realip is not None and realip.trusted(self.peer_ip):
             self.client_ip = info.src_addr
-        return buf[used:] or b""
+        return rest
 
     # -- used by exchanges --------------------------------------------------------
 

@@ -36,7 +36,7 @@ import httptools
 
 from phoenix_lb.deadline import Deadline
 from phoenix_lb.http.errors import error_response
-from phoenix_lb.http.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from phoenix_lb.http.proxy_protocol import ProxyProtocolError, feed_proxy_header
 from phoenix_lb.http.response import SERVER_HEADER
 from phoenix_lb.http.status import status_line
 from phoenix_lb.stats import count_index
@@ -330,23 +330,19 @@ class RedirectConnection(asyncio.Protocol):
         self._close()
 
     def _proxy_header(self, data: bytes) -> bytes:
-        buf = (self._proxy_buf or b"") + data
         try:
-            parsed = parse_proxy_header(buf)
+            complete, info, rest = feed_proxy_header(self._proxy_buf or b"", data)
         except ProxyProtocolError:
             self.abort()
             return b""
-        if parsed is None:
-            self._proxy_buf = buf
-            if len(buf) > 4096:
-                self.abort()
+        if not complete:
+            self._proxy_buf = rest
             return b""
-        info, used = parsed
         self._proxy_buf = None
         realip = self.ctx.realip
         if info is not None and realip is not None and realip.trusted(self.client_ip):
             self.client_ip = info.src_addr
-        return buf[used:]
+        return rest
 
     # -- for the runtime ----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from phoenix_lb.http.proxy_protocol import (
     V1_MAX_HEADER,
     ProxyInfo,
     ProxyProtocolError,
+    feed_proxy_header,
     parse_proxy_header,
 )
 
@@ -298,3 +299,12 @@ def test_proxy_info_repr() -> None:
     result = parse_proxy_header(V1_EXAMPLE)
     assert result is not None
     assert "192.168.0.1" in repr(result[0]) and "TCP4" in repr(result[0])
+
+
+def test_feed_keeps_an_incomplete_header_then_returns_what_follows() -> None:
+    header = b"PROXY TCP4 192.0.2.10 192.0.2.1 5555 80\r\n"
+    complete, info, pending = feed_proxy_header(b"", header[:9])
+    assert (complete, info, pending) == (False, None, header[:9])
+    complete, info, rest = feed_proxy_header(pending, header[9:] + b"GET /")
+    assert complete and info is not None and info.src_addr == b"192.0.2.10"
+    assert rest == b"GET /"
